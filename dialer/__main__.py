@@ -1,0 +1,4 @@
+"""`python -m dialer`."""
+from dialer.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,278 @@
+"""Read a contacts file (CSV or XLSX) as text, exactly as written, and find its phone column.
+
+Every cell comes back as a string: an empty cell is ``""``, never ``nan``; a number that Excel
+stored as a number comes back as its digits (``14155552671``, not ``1.4155552671E+10``).
+Columns are kept by position, so duplicate or empty header names survive untouched.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime as dt
+import re
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from dialer.errors import ColumnError, InputError
+
+__all__ = ["Contacts", "load_contacts", "find_phone_column", "PHONE_HEADERS"]
+
+CSV_SUFFIXES = (".csv", ".tsv", ".txt")
+XLSX_SUFFIXES = (".xlsx", ".xlsm")
+DELIMITERS = (",", ";", "\t", "|")
+PHONE_HEADERS = (
+    "phone", "phone number", "phone_number", "mobile", "mobile number", "cell", "msisdn",
+    "contact number", "customer_phone", "tel", "telephone", "number",
+)
+_SAMPLE_BYTES = 64 * 1024
+
+
+def _header_key(name: str) -> str:
+    return re.sub(r"[\s_\-]+", "", name).lower()
+
+
+_PHONE_KEYS = frozenset(_header_key(name) for name in PHONE_HEADERS)
+
+
+@dataclass
+class Contacts:
+    """The rows of a contacts file as text, with their header and the phone column's position.
+
+    ``frame`` has positional columns ``0..len(header)-1``, all strings. Row ``i`` of the frame is
+    row ``i + 2`` as a person counts rows in the file or report (the header is row 1).
+    """
+
+    path: Path
+    header: list[str]
+    frame: pd.DataFrame
+    phone_index: int
+    encoding: str = "utf-8"
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def phone_column(self) -> str:
+        return self.header[self.phone_index]
+
+    @property
+    def phones(self) -> pd.Series:
+        return self.frame[self.phone_index]
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def __repr__(self) -> str:
+        return (f"<Contacts {self.path.name!r}: {len(self)} rows, {len(self.header)} columns, "
+                f"phone column {self.phone_column!r}>")
+
+
+def load_contacts(path: str | Path, *, sheet: str | None = None,
+                  phone_column: str | None = None) -> Contacts:
+    """Load a ``.csv``/``.tsv``/``.txt`` or ``.xlsx`` file; raise ``InputError`` if it can't be used."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file; check the path to your contacts file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give the path of a .csv or .xlsx file")
+    suffix = path.suffix.lower()
+    notes: list[str] = []
+    if suffix in XLSX_SUFFIXES:
+        header, frame = _read_xlsx(path, sheet)
+        encoding = "xlsx"
+    elif suffix in CSV_SUFFIXES:
+        if sheet is not None:
+            raise InputError(f"{path}: --sheet applies only to .xlsx files")
+        header, frame, encoding = _read_csv(path, notes)
+    elif suffix == ".xls":
+        raise InputError(f"{path}: the old .xls format is not supported; save it as .xlsx or .csv")
+    else:
+        raise InputError(f"{path}: unsupported file type {suffix or '(none)'!r}; "
+                         "use .csv, .tsv, .txt or .xlsx")
+    if not header:
+        raise InputError(f"{path}: the file is empty; it needs a header row and one row per contact")
+    if frame.empty:
+        raise InputError(f"{path}: the file has a header but no rows")
+    index = find_phone_column(header, phone_column, source=str(path))
+    return Contacts(path, header, frame, index, encoding, notes)
+
+
+def find_phone_column(header: list[str], requested: str | None = None, *, source: str = "") -> int:
+    """Return the position of the phone column: ``requested`` if given, else the one header that
+    looks like a phone column (case, spaces, ``_`` and ``-`` ignored)."""
+    prefix = f"{source}: " if source else ""
+    listing = ", ".join(repr(name) for name in header)
+    if requested is not None:
+        exact = [i for i, name in enumerate(header) if name == requested]
+        loose = [i for i, name in enumerate(header) if _header_key(name) == _header_key(requested)]
+        matches = exact or loose
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise ColumnError(f"{prefix}{len(matches)} columns are named {requested!r}; "
+                              "rename one so that --phone-column picks a single column")
+        raise ColumnError(f"{prefix}no column named {requested!r}; the columns are: {listing}")
+    matches = [i for i, name in enumerate(header) if _header_key(name) in _PHONE_KEYS]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        names = ", ".join(repr(header[i]) for i in matches)
+        raise ColumnError(f"{prefix}several columns could hold the phone number ({names}); "
+                          "pass --phone-column NAME to pick one")
+    raise ColumnError(f"{prefix}no phone column found among: {listing}; "
+                      "pass --phone-column NAME to name it")
+
+
+# --- CSV -------------------------------------------------------------------------------------
+
+
+def _read_csv(path: Path, notes: list[str]) -> tuple[list[str], pd.DataFrame, str]:
+    try:
+        with path.open("rb") as handle:
+            sample = handle.read(_SAMPLE_BYTES)
+    except OSError as error:
+        raise InputError(f"{path}: cannot read the file ({error.strerror}); check its permissions")
+    if not sample.strip():
+        return [], pd.DataFrame(), "utf-8"
+    encoding = _guess_encoding(path, sample)
+    text_sample = sample.decode(encoding, errors="ignore")
+    delimiter = _sniff_delimiter(text_sample)
+    try:
+        rows = _read_csv_as(path, delimiter, encoding)
+    except UnicodeDecodeError:
+        if encoding != "utf-8-sig":
+            raise InputError(f"{path}: the file is not valid {encoding} text; save it as UTF-8")
+        encoding = "cp1252"
+        try:
+            rows = _read_csv_as(path, delimiter, encoding)
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: the file is neither UTF-8 nor Windows-1252 text; "
+                             "save it as UTF-8 CSV") from None
+        notes.append(f"{path.name} is not UTF-8; read it as Windows-1252 (cp1252)")
+    if rows.empty:
+        return [], rows, encoding
+    header = [str(cell) for cell in rows.iloc[0].tolist()]
+    frame = rows.iloc[1:].reset_index(drop=True)
+    return header, frame, encoding
+
+
+def _guess_encoding(path: Path, sample: bytes) -> str:
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    if b"\x00" in sample:
+        raise InputError(f"{path}: this is not a text file (it contains NUL bytes); "
+                         "export the sheet as CSV or XLSX")
+    return "utf-8-sig"
+
+
+def _sniff_delimiter(sample: str) -> str:
+    """Pick the delimiter that splits the first lines into the most, equally long, fields."""
+    lines = sample.splitlines()[:50]
+    if len(sample) >= _SAMPLE_BYTES and len(lines) > 1:
+        lines = lines[:-1]  # the last line of a cut sample may be partial
+    best, best_score = ",", (0, 0)
+    for delimiter in DELIMITERS:
+        try:
+            widths = [len(row) for row in csv.reader(lines, delimiter=delimiter)]
+        except csv.Error:
+            continue
+        if not widths or widths[0] < 2:
+            continue
+        consistent = sum(width == widths[0] for width in widths)
+        score = (consistent, widths[0])
+        if score > best_score:
+            best, best_score = delimiter, score
+    return best
+
+
+def _read_csv_as(path: Path, delimiter: str, encoding: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, sep=delimiter, header=None, dtype=str, keep_default_na=False,
+                           na_filter=False, encoding=encoding, engine="c", quotechar='"',
+                           skip_blank_lines=True)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except pd.errors.ParserError as error:
+        raise InputError(_explain_parser_error(path, str(error), delimiter)) from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read the file ({error}); check its permissions") from None
+
+
+def _explain_parser_error(path: Path, message: str, delimiter: str) -> str:
+    shown = {"\t": "tab", ",": "','", ";": "';'", "|": "'|'"}[delimiter]
+    ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
+    if ragged:
+        expected, line, seen = ragged.groups()
+        return (f"{path}: line {line} has {seen} fields but the header has {expected} "
+                f"(delimiter {shown}); quote cells that contain the delimiter or fix that line")
+    if "EOF inside string" in message:
+        return f"{path}: a quoted cell is never closed; check the quotes in the file"
+    return f"{path}: cannot parse the file as CSV ({message.strip()})"
+
+
+# --- XLSX ------------------------------------------------------------------------------------
+
+
+def _read_xlsx(path: Path, sheet: str | None) -> tuple[list[str], pd.DataFrame]:
+    import openpyxl
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, TypeError) as error:
+        raise InputError(f"{path}: not a readable .xlsx workbook ({type(error).__name__}); "
+                         "open it in Excel and save it again as .xlsx") from None
+    try:
+        if sheet is None:
+            worksheet = book.worksheets[0]
+        elif sheet in book.sheetnames:
+            worksheet = book[sheet]
+        else:
+            names = ", ".join(repr(name) for name in book.sheetnames)
+            raise InputError(f"{path}: no sheet named {sheet!r}; the sheets are: {names}")
+        rows = [row for row in _xlsx_rows(worksheet.iter_rows(values_only=True))]
+    finally:
+        book.close()
+    if not rows:
+        return [], pd.DataFrame()
+    width = max(len(row) for row in rows)
+    padded = [row + [""] * (width - len(row)) for row in rows]
+    header = padded[0]
+    frame = pd.DataFrame(padded[1:], columns=range(width), dtype=str)
+    return header, frame
+
+
+def _xlsx_rows(rows: Iterator[tuple[Any, ...]]) -> Iterator[list[str]]:
+    """Yield rows as text, trailing empty cells trimmed; blank rows are skipped."""
+    for row in rows:
+        cells = [_cell_text(value) for value in row]
+        while cells and cells[-1] == "":
+            cells.pop()
+        if cells:
+            yield cells
+
+
+def _cell_text(value: Any) -> str:
+    """The text a person sees for a cell, with numbers written out in full."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e16:
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat() if value.time() == dt.time() else value.isoformat(sep=" ")
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    return str(value)

@@ -1,0 +1,77 @@
+"""Decide, before any call, what happens to every row: its E.164 number and first status.
+
+A row is ``invalid`` (no valid number), ``duplicate`` (same number as an earlier valid row) or
+``ready`` to be called. Later steps only ever change ``ready`` rows.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from dialer.contacts import Contacts
+from dialer.phones import normalize_phones
+
+__all__ = ["Status", "Plan", "plan_contacts", "FIRST_DATA_ROW"]
+
+FIRST_DATA_ROW = 2
+"""The row number of the first contact as a person counts rows: the header is row 1."""
+
+
+class Status:
+    """The status values a report row can have."""
+
+    READY = "ready"
+    INVALID = "invalid"
+    DUPLICATE = "duplicate"
+    INITIATED = "initiated"
+    SCHEDULED = "scheduled"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    NOT_ATTEMPTED = "not_attempted"
+
+
+@dataclass
+class Plan:
+    """Per-row arrays, aligned with ``Contacts.frame``: number, status, and a note or reason."""
+
+    e164: np.ndarray
+    status: np.ndarray
+    error: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.status)
+
+    def counts(self) -> Counter[str]:
+        """How many rows have each status."""
+        values, counts = np.unique(self.status.astype(str), return_counts=True)
+        return Counter(dict(zip(values.tolist(), counts.tolist())))
+
+    def top_reasons(self, status: str = Status.INVALID, limit: int = 5) -> list[tuple[str, int]]:
+        """The most common ``error`` texts among rows with ``status``."""
+        reasons = pd.Series(self.error[self.status == status])
+        return list(reasons.value_counts().head(limit).items())
+
+    def ready_rows(self) -> np.ndarray:
+        """Positions of the rows that should be called."""
+        return np.flatnonzero(self.status == Status.READY)
+
+
+def plan_contacts(contacts: Contacts, region: str) -> Plan:
+    """Normalize every number, then mark invalid rows and repeats of an earlier valid number."""
+    normalized = normalize_phones(contacts.phones, region)
+    e164, error = normalized.e164, normalized.note.copy()
+    valid = normalized.valid
+    status = np.where(valid, Status.READY, Status.INVALID).astype(object)
+
+    codes, _ = pd.factorize(e164)
+    _, first_position = np.unique(codes, return_index=True)
+    first_row = first_position[codes]
+    duplicate = valid & (first_row != np.arange(len(e164)))
+    status[duplicate] = Status.DUPLICATE
+    for position in np.flatnonzero(duplicate):
+        error[position] = f"same number as row {first_row[position] + FIRST_DATA_ROW}"
+    return Plan(e164=e164, status=status, error=error)

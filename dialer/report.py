@@ -1,0 +1,55 @@
+"""Write the report: every input row, cells untouched, followed by the result columns.
+
+The file is UTF-8 with a BOM (so Excel opens it right), every cell quoted, written to a temporary
+file beside the target and renamed over it, so a reader never sees half a report.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from pyarrow import csv
+
+from dialer.contacts import Contacts
+
+__all__ = ["RESULT_COLUMNS", "result_headers", "write_report"]
+
+RESULT_COLUMNS = ("phone_e164", "status", "call_id", "attempts", "error")
+
+
+def result_headers(input_header: Sequence[str]) -> list[str]:
+    """The result column names, each prefixed ``dialer_`` if the input already uses it."""
+    taken = set(input_header)
+    return [f"dialer_{name}" if name in taken else name for name in RESULT_COLUMNS]
+
+
+def write_report(contacts: Contacts, results: Mapping[str, np.ndarray | Sequence[str]],
+                 out: str | Path) -> Path:
+    """Write ``contacts`` plus ``results`` (one array per name in ``RESULT_COLUMNS``) to ``out``."""
+    out = Path(out)
+    missing = [name for name in RESULT_COLUMNS if name not in results]
+    if missing:
+        raise ValueError(f"results lack the columns {missing}")
+    columns = [pa.array(contacts.frame[i], type=pa.string()) for i in range(len(contacts.header))]
+    for name in RESULT_COLUMNS:
+        column = np.asarray(results[name], dtype=object)
+        if len(column) != len(contacts):
+            raise ValueError(f"{name} has {len(column)} values for {len(contacts)} rows")
+        columns.append(pa.array(column.astype(str), type=pa.string()))
+    table = pa.Table.from_arrays(columns, names=[*contacts.header, *result_headers(contacts.header)])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with temporary.open("wb") as stream:
+            stream.write(codecs.BOM_UTF8)
+            csv.write_csv(table, stream, csv.WriteOptions(eol="\r\n", batch_size=65536))
+        os.replace(temporary, out)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return out
