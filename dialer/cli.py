@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from dialer.campaign import Campaign
+from dialer.dispatch import DispatchResult
 from dialer.errors import DialerError
 from dialer.plan import Status
-from dialer.runner import RunResult, run_campaign
+from dialer.providers import PROVIDERS
+from dialer.runner import API_KEY_VARIABLE, RunResult, run_campaign
+from dialer.sandbox import SandboxConfig, serve
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+STATUS_ORDER = (Status.READY, Status.INITIATED, Status.SCHEDULED, Status.FAILED, Status.UNKNOWN,
+                Status.NOT_ATTEMPTED, Status.INVALID, Status.DUPLICATE)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,18 +29,43 @@ def _parser() -> argparse.ArgumentParser:
         "Call every contact in a spreadsheet once, through a voice AI agent API, "
         "at a safe pace, and report what happened to every row."))
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = commands.add_parser("run", help="check a contacts file and call every valid number",
-                              description="Check a contacts file and call every valid number.")
-    run.add_argument("contacts", metavar="CONTACTS", type=Path,
-                     help="a .csv, .tsv, .txt or .xlsx file with a header row")
-    run.add_argument("--region", default="US", metavar="CC",
-                     help="ISO country for numbers written without a country code (default: US)")
+
+    run = commands.add_parser("run", help="call every valid number of a contacts file or campaign",
+                              description="Call every valid number of a contacts file or campaign file. "
+                                          f"The API key is read from ${API_KEY_VARIABLE}.")
+    run.add_argument("target", metavar="CONTACTS|CAMPAIGN.toml", type=Path,
+                     help="a .csv, .tsv, .txt or .xlsx file with a header row, or a campaign .toml file")
+    run.add_argument("--region", metavar="CC", help="ISO country for numbers without a country code (default: US)")
     run.add_argument("--out", type=Path, metavar="REPORT.csv",
                      help="where to write the report (default: reports/<contacts>-report.csv)")
     run.add_argument("--phone-column", metavar="NAME", help="the column that holds the numbers")
     run.add_argument("--sheet", metavar="NAME", help="the sheet of an .xlsx file (default: the first)")
-    run.add_argument("--dry-run", action="store_true", help="check and report without calling anyone")
+    run.add_argument("--provider", choices=sorted(PROVIDERS), help="the call API to use")
+    run.add_argument("--base-url", metavar="URL", help="the provider's address (default: its public host); "
+                                                       "'sandbox' runs against the embedded sandbox")
+    run.add_argument("--agent-id", type=int, metavar="N", help="the agent that places the calls")
+    run.add_argument("--rate", type=float, metavar="R", help="at most R requests in any second (default: 10)")
+    run.add_argument("--concurrency", type=int, metavar="C", help="at most C requests in flight (default: 10)")
+    run.add_argument("--max-attempts", type=int, metavar="N",
+                     help="requests per row at most, retries included (default: 5)")
+    run.add_argument("--restart", action="store_true", default=None,
+                     help="forget the journal of an earlier run with this --out and start afresh")
+    run.add_argument("--resend-unknown", action="store_true", default=None,
+                     help="send again the rows an earlier run left 'unknown' (they may be called twice)")
+    run.add_argument("--dry-run", action="store_true", default=None, help="check and report without calling anyone")
     run.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+    sandbox = commands.add_parser("sandbox", help="run the embedded fake provider in the foreground",
+                                  description="Serve both provider APIs on 127.0.0.1 with injected faults.")
+    sandbox.add_argument("--port", type=int, default=8787)
+    sandbox.add_argument("--token", default=SandboxConfig.token, help="the API key it accepts")
+    sandbox.add_argument("--rate", type=float, help="account-wide limit, requests per second")
+    sandbox.add_argument("--per-number", type=float, metavar="S", help="seconds between calls to one number")
+    for fault, text in (("fail", "answer 503, create nothing"), ("reset", "drop the connection, create nothing"),
+                        ("lost", "create the call, then drop the connection")):
+        sandbox.add_argument(f"--{fault}", type=float, default=0.0, metavar="P", help=f"probability to {text}")
+    sandbox.add_argument("--delay", type=float, default=0.0, metavar="S", help="seconds before each answer")
+    sandbox.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -41,31 +73,87 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dialer`` command; returns the exit code."""
     args = _parser().parse_args(argv)
     try:
-        campaign = Campaign(contacts=args.contacts, out=args.out, region=args.region,
-                            phone_column=args.phone_column, sheet=args.sheet, dry_run=args.dry_run)
-        result = run_campaign(campaign)
+        if args.command == "sandbox":
+            return _sandbox(args)
+        return _run(args)
     except DialerError as error:
         print(f"dialer: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("dialer: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
+    flags: dict[str, Any] = {key: getattr(args, key) for key in (
+        "region", "out", "phone_column", "sheet", "provider", "base_url", "agent_id", "rate",
+        "concurrency", "max_attempts", "restart", "resend_unknown", "dry_run")}
+    if args.target.suffix.lower() == ".toml":
+        campaign = Campaign.from_toml(args.target, **flags)
+    else:
+        campaign = Campaign(contacts=args.target, **{k: v for k, v in flags.items() if v is not None})
+    progress = _Progress(disabled=args.quiet)
+    try:
+        result = run_campaign(campaign, api_key=os.environ.get(API_KEY_VARIABLE), on_progress=progress.update)
+    finally:
+        progress.close()
     for warning in result.contacts.warnings:
         print(f"dialer: warning: {warning}", file=sys.stderr)
     if not args.quiet:
         print(_summary(result, campaign))
+    if result.interrupted:
+        print("dialer: interrupted; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return EXIT_OK
 
 
+def _sandbox(args: argparse.Namespace) -> int:
+    try:
+        config = SandboxConfig(token=args.token, rate=args.rate, per_number=args.per_number, fail=args.fail,
+                               reset=args.reset, lost=args.lost, delay=args.delay, seed=args.seed)
+    except ValueError as error:
+        print(f"dialer: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    serve(config, port=args.port)
+    return EXIT_OK
+
+
+class _Progress:
+    """A tqdm bar on stderr, shown only on a terminal, created at the first finished call."""
+
+    def __init__(self, *, disabled: bool) -> None:
+        self._disabled = disabled
+        self._bar: Any = None
+
+    def update(self, result: DispatchResult, total: int) -> None:
+        if self._disabled:
+            return
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="call", file=sys.stderr, disable=None, dynamic_ncols=True)
+        self._bar.n = sum(result.statuses.values())
+        self._bar.set_postfix(dict(result.statuses, retries=result.retries), refresh=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
 def _summary(result: RunResult, campaign: Campaign) -> str:
-    counts = result.plan.counts()
-    lines = [f"{campaign.contacts.name}: {len(result.plan):,} rows, phone column "
-             f"{result.contacts.phone_column!r}, region {campaign.region}"]
-    for status in (Status.READY, Status.INVALID, Status.DUPLICATE):
-        lines.append(f"  {status:<10} {counts.get(status, 0):>9,}")
-    reasons = result.plan.top_reasons()
-    if reasons:
+    rows = sum(result.statuses.values())
+    lines = [f"{campaign.contacts.name}: {rows:,} rows, phone column {result.contacts.phone_column!r}, "
+             f"region {campaign.region}"]
+    shown = [status for status in STATUS_ORDER if status in result.statuses or
+             (campaign.dry_run and status in (Status.READY, Status.INVALID, Status.DUPLICATE))]
+    shown += sorted(set(result.statuses) - set(shown))
+    lines += [f"  {status:<13} {result.statuses.get(status, 0):>9,}" for status in shown]
+    if result.top_reasons:
         lines.append("top invalid reasons:")
-        lines.extend(f"  {count:>9,}  {reason}" for reason, count in reasons)
+        lines.extend(f"  {count:>9,}  {reason}" for reason, count in result.top_reasons)
+    if result.dispatch is not None:
+        done = result.dispatch
+        rate = done.sent / done.elapsed if done.elapsed else 0.0
+        lines.append(f"requests: {done.sent:,} sent, {done.retries:,} retries, {done.elapsed:.1f} s, {rate:.1f}/s")
     lines.append(f"report: {result.report}")
     return "\n".join(lines)

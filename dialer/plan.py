@@ -15,7 +15,7 @@ import pandas as pd
 from dialer.contacts import Contacts
 from dialer.phones import normalize_phones
 
-__all__ = ["Status", "Plan", "plan_contacts", "FIRST_DATA_ROW"]
+__all__ = ["Status", "Plan", "plan_contacts", "count_statuses", "top_reasons", "FIRST_DATA_ROW"]
 
 FIRST_DATA_ROW = 2
 """The row number of the first contact as a person counts rows: the header is row 1."""
@@ -47,17 +47,27 @@ class Plan:
 
     def counts(self) -> Counter[str]:
         """How many rows have each status."""
-        values, counts = np.unique(self.status.astype(str), return_counts=True)
-        return Counter(dict(zip(values.tolist(), counts.tolist())))
+        return count_statuses(self.status)
 
-    def top_reasons(self, status: str = Status.INVALID, limit: int = 5) -> list[tuple[str, int]]:
-        """The most common ``error`` texts among rows with ``status``."""
-        reasons = pd.Series(self.error[self.status == status])
-        return list(reasons.value_counts().head(limit).items())
+    def top_reasons(self, limit: int = 5) -> list[tuple[str, int]]:
+        """The most common reasons rows are invalid."""
+        return top_reasons(self.status, self.error, limit=limit)
 
     def ready_rows(self) -> np.ndarray:
         """Positions of the rows that should be called."""
         return np.flatnonzero(self.status == Status.READY)
+
+
+def count_statuses(status: np.ndarray) -> Counter[str]:
+    """How many rows have each status."""
+    values, counts = np.unique(status.astype(str), return_counts=True)
+    return Counter(dict(zip(values.tolist(), counts.tolist())))
+
+
+def top_reasons(status: np.ndarray, error: np.ndarray, *, of: str = Status.INVALID,
+                limit: int = 5) -> list[tuple[str, int]]:
+    """The most common ``error`` texts among rows whose status is ``of``."""
+    return list(pd.Series(error[status == of]).value_counts().head(limit).items())
 
 
 def plan_contacts(contacts: Contacts, region: str) -> Plan:

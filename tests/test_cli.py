@@ -34,9 +34,9 @@ def test_dry_run_prints_a_summary_and_writes_the_report(capsys, contacts, tmp_pa
     assert (code, stderr) == (0, "")
     assert stdout == (
         "contacts.csv: 6 rows, phone column 'Phone', region US\n"
-        "  ready              2\n"
-        "  invalid            3\n"
-        "  duplicate          1\n"
+        "  ready                 2\n"
+        "  invalid               3\n"
+        "  duplicate             1\n"
         "top invalid reasons:\n"
         "          2  not a phone number\n"
         "          1  empty\n"
@@ -74,13 +74,13 @@ def test_xlsx_sheet_flag(capsys, write_xlsx, tmp_path):
     out = tmp_path / "r.csv"
     code, stdout, _ = run_cli(capsys, "run", str(path), "--sheet", "Leads", "--out", str(out), "--dry-run")
     assert code == 0
-    assert "  ready              1\n" in stdout
+    assert "  ready                 1\n" in stdout
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--region", "XX"], "dialer: unknown region 'XX'; use a two-letter ISO country code such as US, GB or IN (--region)\n"),
+    (["--region", "XX"], "dialer: unknown region 'XX'; use a two-letter ISO country code such as US, GB or IN (region)\n"),
     (["--phone-column", "Cell"], "dialer: {path}: no column named 'Cell'; the columns are: 'Name', 'Phone'\n"),
-    (["--out", "report.txt"], "dialer: the report report.txt must be a .csv file (--out)\n"),
+    (["--out", "report.txt"], "dialer: the report report.txt must be a .csv file (out)\n"),
 ])
 def test_user_mistakes_give_one_line_and_exit_2(capsys, contacts, argv, message):
     code, stdout, stderr = run_cli(capsys, "run", str(contacts), "--dry-run", *argv)
@@ -96,7 +96,7 @@ def test_missing_phone_column_says_how_to_fix(capsys, write_csv):
 
 def test_out_may_not_overwrite_the_contacts(capsys, contacts):
     code, _, stderr = run_cli(capsys, "run", str(contacts), "--out", str(contacts), "--dry-run")
-    assert (code, stderr) == (2, f"dialer: --out {contacts} would overwrite the contacts file; choose another path\n")
+    assert (code, stderr) == (2, f"dialer: out {contacts} would overwrite the contacts file; choose another path\n")
 
 
 def test_cp1252_warning_goes_to_stderr(capsys, write_csv, tmp_path):

@@ -1,0 +1,202 @@
+"""The journal: a SQLite file beside the report that makes every run resumable.
+
+One row per input row. ``state`` moves ``pending -> sending -> done`` (or back to ``pending``
+when a request provably created nothing). A row is committed as ``sending`` *before* its
+request leaves, so after a crash the rows that may have been called are exactly the rows left
+``sending``; ``recover`` resolves them by the provider's rules: re-send with the same
+idempotency key where a replay is harmless and the key is still remembered, else ``unknown``.
+
+Every write commits at once (WAL, ``synchronous=NORMAL``): a ``kill -9`` loses nothing that
+reached the operating system.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dialer.errors import UsageError
+from dialer.plan import Plan, Status
+
+__all__ = ["Journal", "PendingRow", "fingerprint", "journal_path"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rows (
+    row INTEGER PRIMARY KEY,     -- position in the contacts file, 0 = first row after the header
+    e164 TEXT NOT NULL,
+    state TEXT NOT NULL,         -- pending | sending | done
+    status TEXT NOT NULL,        -- the report's status once done (invalid, initiated, ...)
+    attempts INTEGER NOT NULL DEFAULT 0,
+    call_id TEXT NOT NULL DEFAULT '',
+    error TEXT NOT NULL DEFAULT '',
+    idempotency_key TEXT NOT NULL DEFAULT '',
+    first_sent REAL,             -- wall-clock time of the first request for this row
+    updated REAL
+);
+CREATE INDEX IF NOT EXISTS rows_open ON rows(row) WHERE state != 'done';
+"""
+
+
+@dataclass(frozen=True)
+class PendingRow:
+    row: int
+    e164: str
+    attempts: int
+    first_sent: float | None
+
+
+def journal_path(report: Path) -> Path:
+    """``reports/x.csv`` -> ``reports/x.csv.journal``."""
+    return report.with_name(report.name + ".journal")
+
+
+def fingerprint(contacts: Path, settings: Mapping[str, Any]) -> str:
+    """A hash of the contacts file's bytes and the settings that decide who is called how."""
+    digest = hashlib.sha256()
+    with contacts.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    digest.update(json.dumps(dict(settings), sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+class Journal:
+    """Open with ``Journal.open``; ``is_new`` tells whether ``create`` must fill it."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection, is_new: bool) -> None:
+        self.path = path
+        self._db = connection
+        self.is_new = is_new
+
+    def __repr__(self) -> str:
+        return f"<Journal {self.path} {'new' if self.is_new else 'resumed'}>"
+
+    @classmethod
+    def open(cls, path: Path, fingerprint: str, *, restart: bool = False) -> Journal:
+        """Open or create the journal at ``path``; refuse one made for other contacts or settings."""
+        if restart:
+            for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                stale.unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as error:
+            raise UsageError(f"{path} is not a dialer journal ({error}); move it away or use --restart") from None
+        stored = connection.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()
+        if stored is None:
+            return cls(path, connection, is_new=True)
+        if stored[0] != fingerprint:
+            connection.close()
+            raise UsageError(
+                f"{path} was made for another contacts file or other settings; to start afresh "
+                "run again with --restart (rows already called may be called again), "
+                "or choose another --out")
+        return cls(path, connection, is_new=False)
+
+    def create(self, plan: Plan, fingerprint: str) -> None:
+        """Store the plan: ready rows ``pending``, the others ``done`` with their status."""
+        ready = plan.status == Status.READY
+        state = np.where(ready, "pending", "done")
+        status = np.where(ready, "", plan.status)
+        records = zip(range(len(plan)), plan.e164.tolist(), state.tolist(), status.tolist(), plan.error.tolist())
+        with self._transaction():
+            self._db.executemany("INSERT INTO rows (row, e164, state, status, error) VALUES (?, ?, ?, ?, ?)", records)
+            self._db.execute("INSERT INTO meta VALUES ('fingerprint', ?)", (fingerprint,))
+        self.is_new = False
+
+    def recover(self, *, replay_safe: bool, now: float, replay_window: float) -> int:
+        """Resolve rows a crash left ``sending``; return how many became ``unknown``.
+
+        Where a replay is harmless and the key is still remembered they go back to ``pending``
+        (the next request carries the same key), else they become ``unknown``.
+        """
+        with self._transaction():
+            if replay_safe:
+                self._db.execute("UPDATE rows SET state = 'pending' WHERE state = 'sending' AND first_sent > ?",
+                                 (now - replay_window,))
+            cursor = self._db.execute(
+                "UPDATE rows SET state = 'done', status = ?, error = ?, updated = ? WHERE state = 'sending'",
+                (Status.UNKNOWN, "the run stopped while this call was being placed; it may or may not "
+                                 "exist (--resend-unknown sends it again)", now))
+        return cursor.rowcount
+
+    def resend_unknown(self) -> int:
+        """Put ``unknown`` rows back in the queue; return how many."""
+        cursor = self._db.execute("UPDATE rows SET state = 'pending', status = '', error = '' "
+                                  "WHERE state = 'done' AND status = ?", (Status.UNKNOWN,))
+        return cursor.rowcount
+
+    def count_pending(self) -> int:
+        return self._db.execute("SELECT count(*) FROM rows WHERE state = 'pending'").fetchone()[0]
+
+    def pending(self, chunk: int = 1000) -> Iterator[PendingRow]:
+        """The ``pending`` rows in file order, read lazily ``chunk`` at a time."""
+        after = -1
+        while True:
+            batch = self._db.execute(
+                "SELECT row, e164, attempts, first_sent FROM rows WHERE state = 'pending' AND row > ? "
+                "ORDER BY row LIMIT ?", (after, chunk)).fetchall()
+            if not batch:
+                return
+            for record in batch:
+                yield PendingRow(*record)
+            after = batch[-1][0]
+
+    def mark_sending(self, row: int, idempotency_key: str, now: float) -> None:
+        """Record that a request for ``row`` is about to leave (committed before it does)."""
+        self._db.execute("UPDATE rows SET state = 'sending', attempts = attempts + 1, idempotency_key = ?, "
+                         "first_sent = COALESCE(first_sent, ?), updated = ? WHERE row = ?",
+                         (idempotency_key, now, now, row))
+
+    def mark_pending(self, row: int, error: str, now: float) -> None:
+        """The last request for ``row`` provably created nothing; it may be sent again."""
+        self._db.execute("UPDATE rows SET state = 'pending', error = ?, updated = ? WHERE row = ?",
+                         (error, now, row))
+
+    def finish(self, row: int, status: str, *, call_id: str = "", error: str = "", now: float) -> None:
+        """Record the final status of ``row``."""
+        self._db.execute("UPDATE rows SET state = 'done', status = ?, call_id = ?, error = ?, updated = ? "
+                         "WHERE row = ?", (status, call_id, error, now, row))
+
+    def results(self) -> dict[str, np.ndarray]:
+        """The report's result columns, one entry per row; unfinished rows say why."""
+        records = self._db.execute(
+            "SELECT e164, state, status, call_id, attempts, error FROM rows ORDER BY row").fetchall()
+        e164, state, status, call_id, attempts, error = (np.array(column, dtype=object) for column in zip(*records))
+        waiting = state == "pending"
+        status[waiting] = Status.NOT_ATTEMPTED
+        in_flight = state == "sending"
+        status[in_flight] = Status.UNKNOWN
+        error[in_flight & (error == "")] = "the run stopped while this call was being placed; run again to resolve it"
+        return {"phone_e164": e164, "status": status, "call_id": call_id,
+                "attempts": attempts.astype(str), "error": error}
+
+    def counts(self) -> dict[str, int]:
+        """Rows per final status (done rows only)."""
+        return dict(self._db.execute("SELECT status, count(*) FROM rows WHERE state = 'done' GROUP BY status"))
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN ... COMMIT, or ROLLBACK on error (the connection is otherwise in autocommit)."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")

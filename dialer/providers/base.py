@@ -1,0 +1,155 @@
+"""The provider interface: turn one row into one HTTP request, and its answer into an Outcome.
+
+The dispatcher never looks at status codes or bodies; it reads ``Outcome.kind`` only:
+
+    created          the call exists; ``call_id`` and ``status`` (initiated/scheduled) say which
+    already_created  the provider already had this call (our idempotency key); its id is not known
+    rejected         this row can never work (bad number...): report ``failed`` with ``message``
+    retry_safe       nothing was created (429, 503, could not connect): safe to send again
+    ambiguous        the request may have created a call (timeout, dropped connection, 5xx)
+    fatal            every row would fail (bad key, unknown agent): stop the run
+
+Transport failures are classified here once for every provider: a failure to connect is
+``retry_safe``; any failure after the request may have left is ``ambiguous``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import enum
+import json
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import aiohttp
+
+__all__ = ["Kind", "Outcome", "Call", "Provider", "parse_retry_after", "snake_case", "MAX_BODY_BYTES"]
+
+MAX_BODY_BYTES = 1 << 20
+"""Read at most this much of a response; anything longer is not an answer we can trust."""
+
+
+class Kind(str, enum.Enum):
+    CREATED = "created"
+    ALREADY_CREATED = "already_created"
+    REJECTED = "rejected"
+    RETRY_SAFE = "retry_safe"
+    AMBIGUOUS = "ambiguous"
+    FATAL = "fatal"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one request achieved, as far as the client can know."""
+
+    kind: Kind
+    message: str = ""
+    call_id: str = ""
+    status: str = ""
+    retry_after: float | None = None
+    account_wide: bool = False
+    """For ``retry_safe``: the limit is the account's, so every request should wait."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """One row to call: its E.164 number, its other non-empty cells, and its idempotency key."""
+
+    row: int
+    phone: str
+    fields: tuple[tuple[str, str], ...]
+    idempotency_key: str
+
+
+def snake_case(name: str) -> str:
+    """``Customer Name`` -> ``customer_name``; ``E-mail (work)`` -> ``e_mail_work``."""
+    return re.sub(r"[^0-9a-z]+", "_", name.strip().lower()).strip("_") or "column"
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), never negative."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+class Provider(ABC):
+    """A call API. Subclasses say how to build a request and how to read an answer."""
+
+    name: ClassVar[str]
+    default_base_url: ClassVar[str | None]
+    replay_safe: ClassVar[bool]
+    """True when re-sending an ambiguous request cannot create a second call (idempotency key)."""
+
+    def __init__(self, *, base_url: str, api_key: str, agent_id: int, wall_clock=time.time) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.agent_id = agent_id
+        self._headers = {"Authorization": f"Bearer {api_key}"}
+        self._wall_clock = wall_clock
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.base_url} agent={self.agent_id}>"
+
+    @abstractmethod
+    def request(self, call: Call) -> tuple[str, dict[str, Any]]:
+        """The URL and JSON body that place ``call``."""
+
+    @abstractmethod
+    def classify(self, status: int, headers: Mapping[str, str], body: Any) -> Outcome:
+        """The outcome of an HTTP answer; ``body`` is parsed JSON, or ``None`` if it was not JSON."""
+
+    async def place(self, session: aiohttp.ClientSession, call: Call) -> Outcome:
+        """Send one request and classify whatever happens; never raises for transport trouble."""
+        url, body = self.request(call)
+        try:
+            async with session.post(url, json=body, headers=self._headers) as response:
+                raw = await response.content.read(MAX_BODY_BYTES + 1)
+                return self.classify(response.status, response.headers, _json_or_none(raw))
+        except aiohttp.ConnectionTimeoutError:
+            return Outcome(Kind.RETRY_SAFE, "timed out connecting to the provider")
+        except aiohttp.ClientConnectorError as error:
+            return Outcome(Kind.RETRY_SAFE, f"could not connect to the provider ({_reason(error)})")
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            return Outcome(Kind.AMBIGUOUS, "no answer in time after the request was sent")
+        except aiohttp.ServerDisconnectedError:
+            return Outcome(Kind.AMBIGUOUS, "the provider dropped the connection without answering")
+        except (aiohttp.ClientError, OSError) as error:
+            return Outcome(Kind.AMBIGUOUS, f"the request failed after it may have been sent ({type(error).__name__})")
+
+    def retry_after(self, headers: Mapping[str, str]) -> float | None:
+        return parse_retry_after(headers.get("Retry-After"), self._wall_clock())
+
+    def server_trouble(self, status: int) -> Outcome:
+        """5xx: a 503 was not acted on; 500, 502, 504 may have been."""
+        if status == 503:
+            return Outcome(Kind.RETRY_SAFE, "provider unavailable (503)")
+        return Outcome(Kind.AMBIGUOUS, f"provider error ({status}); the call may or may not exist")
+
+
+def _json_or_none(raw: bytes) -> Any:
+    if len(raw) > MAX_BODY_BYTES:
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _reason(error: aiohttp.ClientConnectorError) -> str:
+    return error.os_error.strerror or type(error.os_error).__name__
