@@ -132,8 +132,8 @@ class _Progress:
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, unit="call", file=sys.stderr, disable=None, dynamic_ncols=True)
-        self._bar.n = sum(result.statuses.values())
-        self._bar.set_postfix(dict(result.statuses, retries=result.retries), refresh=True)
+        self._bar.set_postfix(dict(result.statuses, retries=result.retries), refresh=False)
+        self._bar.update(sum(result.statuses.values()) - self._bar.n)
 
     def close(self) -> None:
         if self._bar is not None:
