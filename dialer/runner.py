@@ -75,11 +75,13 @@ def run_campaign(campaign: Campaign, *, api_key: str | None = None,
                         replay_window=retry.replay_window)
         if campaign.resend_unknown:
             journal.resend_unknown()
-        dispatched = asyncio.run(_dispatch(campaign, contacts, journal, retry, api_key, on_progress))
-        results = journal.results()
+        try:
+            dispatched = asyncio.run(_dispatch(campaign, contacts, journal, retry, api_key, on_progress))
+        finally:  # whatever happened, the report says where every row stands
+            results = journal.results()
+            report = _write(contacts, results, campaign.out)
     finally:
         journal.close()
-    report = _write(contacts, results, campaign.out)
     result = RunResult(contacts, report, count_statuses(results["status"]), dispatched,
                        top_reasons(results["status"], results["error"]))
     if dispatched.fatal:

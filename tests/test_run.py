@@ -247,3 +247,56 @@ def test_killed_twice_and_resumed_ends_with_everyone_called_once(write_csv):
     phones = Counter(c["phone"] for c in calls)
     assert len(phones) == 400 and max(phones.values()) == 1
     assert Counter(r["status"] for r in read_report(out)) == {"initiated": 400}
+
+
+def test_replays_meet_the_per_number_limit_and_still_call_no_one_twice(write_csv):
+    path = many_rows(write_csv, 60)
+    config = SandboxConfig(token=TOKEN, lost=0.2, per_number=1, seed=7)
+    with SandboxThread(config) as sandbox:
+        result = run_campaign(campaign(path, sandbox.url), api_key=TOKEN)
+        calls = get(sandbox.url, "/_calls")
+        stats = get(sandbox.url, "/_stats")
+    assert stats["responses"]["429"] > 0
+    assert Counter(Counter(c["phone"] for c in calls).values()) == {1: 60}
+    assert result.statuses == {"initiated": 60}
+
+
+def test_an_account_wide_429_pauses_the_run_and_every_row_ends_initiated(write_csv):
+    path = many_rows(write_csv, 120)
+    with SandboxThread(SandboxConfig(token=TOKEN, rate=40)) as sandbox:
+        result = run_campaign(campaign(path, sandbox.url, provider="agents", rate=60), api_key=TOKEN)
+        stats = get(sandbox.url, "/_stats")
+    assert stats["responses"]["429"] > 0
+    assert stats["created"] == 120
+    assert result.statuses == {"initiated": 120}
+
+
+def test_the_provider_never_sees_more_than_the_rate_in_any_second(write_csv):
+    path = many_rows(write_csv, 150)
+    with SandboxThread(SandboxConfig(token=TOKEN)) as sandbox:
+        result = run_campaign(campaign(path, sandbox.url, rate=50, concurrency=32), api_key=TOKEN)
+        stats = get(sandbox.url, "/_stats")
+    assert stats["max_requests_per_second"] <= 50
+    arrivals = stats["arrivals"]
+    assert 150 / (arrivals[-1] - arrivals[0]) > 0.9 * 50
+    assert result.statuses == {"initiated": 150}
+
+
+def test_ctrl_c_finishes_in_flight_calls_writes_the_report_and_exits_130(write_csv):
+    path = many_rows(write_csv, 300)
+    out = path.parent / "report.csv"
+    with SandboxThread(SandboxConfig(token=TOKEN, delay=0.2)) as sandbox:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dialer", "run", str(path), "--provider", "formant", "--base-url", sandbox.url,
+             "--agent-id", "1", "--rate", "50", "--concurrency", "8", "--out", str(out), "--quiet"],
+            env={**os.environ, "DIALER_API_KEY": TOKEN}, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while get(sandbox.url, "/_stats")["created"] < 20 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+        created = get(sandbox.url, "/_stats")["created"]
+    assert process.returncode == 130
+    assert stderr == "dialer: interrupted; run the same command again to resume\n"
+    statuses = Counter(r["status"] for r in read_report(out))
+    assert statuses == {"initiated": created, "not_attempted": 300 - created}
