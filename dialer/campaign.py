@@ -16,17 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from dialer.errors import UsageError
+from dialer.parameters import ParameterMap
 from dialer.phones import check_region
 from dialer.providers import PROVIDERS
+from dialer.windows import CallingWindow
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["Campaign", "SANDBOX"]
+__all__ = ["Campaign", "SANDBOX", "OUTSIDE_WINDOW_ACTIONS"]
 
 SANDBOX = "sandbox"
+OUTSIDE_WINDOW_ACTIONS = ("skip", "wait", "schedule")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,11 @@ class Campaign:
     restart: bool = False
     resend_unknown: bool = False
     sandbox: Mapping[str, Any] = field(default_factory=dict)
+    parameters: ParameterMap = field(default_factory=ParameterMap)
+    window: CallingWindow | None = None
+    on_outside_window: str = "skip"
+    dnc: tuple[Path, ...] = ()
+    exclude_report: Path | None = None
 
     def __post_init__(self) -> None:
         contacts = Path(self.contacts)
@@ -69,6 +77,10 @@ class Campaign:
             raise UsageError(f"concurrency must be at least 1, not {self.concurrency}")
         if self.max_attempts < 1:
             raise UsageError(f"max_attempts must be at least 1, not {self.max_attempts}")
+        if self.on_outside_window not in OUTSIDE_WINDOW_ACTIONS:
+            raise UsageError(f"on_outside_window = {self.on_outside_window!r} should be one of: "
+                             f"{', '.join(OUTSIDE_WINDOW_ACTIONS)}")
+        object.__setattr__(self, "dnc", tuple(Path(p) for p in self.dnc))
         object.__setattr__(self, "contacts", contacts)
         object.__setattr__(self, "out", out)
         object.__setattr__(self, "region", region)
@@ -90,6 +102,13 @@ class Campaign:
             raise UsageError("give the agent that places the calls with --agent-id N")
         if self.base_url is None and PROVIDERS[self.provider].default_base_url is None:
             raise UsageError(f"the {self.provider} provider has no public default host; pass --base-url URL")
+        if self.provider != "formant":
+            if self.window is not None and self.on_outside_window == "schedule":
+                raise UsageError(f"on_outside_window = \"schedule\" needs the formant provider; "
+                                 f"the {self.provider} provider cannot schedule calls")
+            for key in ("conversation_id_column", "retry_context"):
+                if getattr(self.parameters, key):
+                    raise UsageError(f"parameters.{key} is a Formant field; the {self.provider} provider has none")
 
     def identity(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run that made the journal."""
@@ -108,33 +127,63 @@ class Campaign:
             raise UsageError(f"{path}: cannot read the campaign file ({error})") from None
         except tomllib.TOMLDecodeError as error:
             raise UsageError(f"{path}: not valid TOML ({error})") from None
-        values = {key: _checked(path, key, value) for key, value in data.items()}
-        for key in ("contacts", "out"):
+        values = _read_table(path, data, _FILE_KEYS, "")
+        for key in ("contacts", "out", "exclude_report"):
             if key in values:
-                values[key] = Path(os.path.normpath(path.parent / values[key]))
+                values[key] = _relative(path, values[key])
+        values["dnc"] = [_relative(path, name) for name in values.get("dnc", [])]
+        if "parameters" in values:
+            values["parameters"] = ParameterMap(**_read_table(path, values["parameters"], _PARAMETER_KEYS, "parameters."))
+        if "window" in values:
+            window = _read_table(path, values["window"], _WINDOW_KEYS, "window.")
+            if "on_outside_window" in window:
+                values["on_outside_window"] = window.pop("on_outside_window")
+            if "hours" not in window:
+                raise UsageError(f"{path}: [window] needs hours = \"09:00-20:00\"")
+            try:
+                values["window"] = CallingWindow.parse(**window)
+            except ValueError as error:
+                raise UsageError(f"{path}: window.{error}") from None
+        dnc = overrides.pop("dnc", None) or []
         values.update({key: value for key, value in overrides.items() if value is not None})
+        values["dnc"] = tuple(values["dnc"]) + tuple(dnc)
         if "contacts" not in values:
             raise UsageError(f"{path}: the campaign needs contacts = \"FILE.csv\"")
         return cls(**values)
 
 
-_FILE_KEYS: dict[str, type | tuple[type, ...]] = {
+def _relative(path: Path, name: str) -> Path:
+    return Path(os.path.normpath(path.parent / name))
+
+
+_Schema = Mapping[str, "type | tuple[type, ...]"]
+_FILE_KEYS: _Schema = {
     "name": str, "contacts": str, "out": str, "region": str, "phone_column": str, "sheet": str,
     "provider": str, "base_url": str, "agent_id": int, "rate": (int, float), "concurrency": int,
-    "max_attempts": int, "sandbox": dict,
+    "max_attempts": int, "dnc": list, "exclude_report": str, "sandbox": dict, "parameters": dict,
+    "window": dict,
 }
+_PARAMETER_KEYS: _Schema = {
+    "columns": dict, "constants": dict, "include_other_columns": bool, "conversation_id_column": str,
+    "retry_context": dict, "metadata": dict,
+}
+_WINDOW_KEYS: _Schema = {
+    "hours": str, "days": list, "timezone_column": str, "fallback_timezone": str, "on_outside_window": str,
+}
+_ARTICLES = {"int": "an integer", "int or float": "a number", "str": "a string", "dict": "a table",
+             "list": "a list", "bool": "true or false"}
 
 
-def _checked(path: Path, key: str, value: Any) -> Any:
-    if key not in _FILE_KEYS:
-        close = difflib.get_close_matches(key, _FILE_KEYS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(_FILE_KEYS)}"
-        raise UsageError(f"{path}: unknown key {key!r}{hint}")
-    expected = _FILE_KEYS[key]
-    if isinstance(value, bool) or not isinstance(value, expected):
-        names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
-        raise UsageError(f"{path}: {key} = {value!r} should be {_ARTICLES.get(names, 'a ' + names)}")
-    return value
-
-
-_ARTICLES = {"int": "an integer", "int or float": "a number", "str": "a string", "dict": "a table"}
+def _read_table(path: Path, table: Mapping[str, Any], schema: _Schema, prefix: str) -> dict[str, Any]:
+    """Check a TOML table's keys and value types against ``schema``."""
+    for key, value in table.items():
+        if key not in schema:
+            close = difflib.get_close_matches(key, schema, n=1)
+            hint = f"; did you mean {prefix + close[0]!r}?" if close else f"; valid keys: {', '.join(schema)}"
+            raise UsageError(f"{path}: unknown key {prefix + key!r}{hint}")
+        expected = schema[key]
+        kinds = expected if isinstance(expected, tuple) else (expected,)
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            names = " or ".join(kind.__name__ for kind in kinds)
+            raise UsageError(f"{path}: {prefix}{key} = {value!r} should be {_ARTICLES.get(names, names)}")
+    return dict(table)

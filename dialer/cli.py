@@ -14,14 +14,15 @@ from dialer.dispatch import DispatchResult
 from dialer.errors import DialerError
 from dialer.plan import Status
 from dialer.providers import PROVIDERS
-from dialer.runner import API_KEY_VARIABLE, RunResult, run_campaign
+from dialer.runner import API_KEY_VARIABLE, RunResult, run_campaign, validate_campaign
 from dialer.sandbox import SandboxConfig, serve
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 STATUS_ORDER = (Status.READY, Status.INITIATED, Status.SCHEDULED, Status.FAILED, Status.UNKNOWN,
-                Status.NOT_ATTEMPTED, Status.INVALID, Status.DUPLICATE)
+                Status.NOT_ATTEMPTED, Status.INVALID, Status.DUPLICATE, Status.DNC, Status.EXCLUDED,
+                Status.OUTSIDE_WINDOW)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,8 +53,15 @@ def _parser() -> argparse.ArgumentParser:
                      help="forget the journal of an earlier run with this --out and start afresh")
     run.add_argument("--resend-unknown", action="store_true", default=None,
                      help="send again the rows an earlier run left 'unknown' (they may be called twice)")
+    run.add_argument("--dnc", action="append", type=Path, metavar="FILE",
+                     help="a do-not-call list (repeatable; adds to the campaign's lists)")
     run.add_argument("--dry-run", action="store_true", default=None, help="check and report without calling anyone")
     run.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+    validate = commands.add_parser("validate", help="check a campaign without calling or writing anything",
+                                   description="Check a campaign file (or contacts file) and print what a run "
+                                               "would do now, and how long it would take.")
+    validate.add_argument("target", metavar="CAMPAIGN.toml|CONTACTS", type=Path)
 
     sandbox = commands.add_parser("sandbox", help="run the embedded fake provider in the foreground",
                                   description="Serve both provider APIs on 127.0.0.1 with injected faults.")
@@ -75,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "sandbox":
             return _sandbox(args)
+        if args.command == "validate":
+            return _validate(args)
         return _run(args)
     except DialerError as error:
         print(f"dialer: {error}", file=sys.stderr)
@@ -84,14 +94,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def _campaign(target: Path, **flags: Any) -> Campaign:
+    if target.suffix.lower() == ".toml":
+        return Campaign.from_toml(target, **flags)
+    dnc = tuple(flags.pop("dnc", None) or ())
+    return Campaign(contacts=target, dnc=dnc, **{k: v for k, v in flags.items() if v is not None})
+
+
 def _run(args: argparse.Namespace) -> int:
-    flags: dict[str, Any] = {key: getattr(args, key) for key in (
+    campaign = _campaign(args.target, **{key: getattr(args, key) for key in (
         "region", "out", "phone_column", "sheet", "provider", "base_url", "agent_id", "rate",
-        "concurrency", "max_attempts", "restart", "resend_unknown", "dry_run")}
-    if args.target.suffix.lower() == ".toml":
-        campaign = Campaign.from_toml(args.target, **flags)
-    else:
-        campaign = Campaign(contacts=args.target, **{k: v for k, v in flags.items() if v is not None})
+        "concurrency", "max_attempts", "restart", "resend_unknown", "dry_run", "dnc")})
     progress = _Progress(disabled=args.quiet)
     try:
         result = run_campaign(campaign, api_key=os.environ.get(API_KEY_VARIABLE), on_progress=progress.update)
@@ -104,6 +117,15 @@ def _run(args: argparse.Namespace) -> int:
     if result.interrupted:
         print("dialer: interrupted; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _validate(args: argparse.Namespace) -> int:
+    campaign = _campaign(args.target)
+    result = validate_campaign(campaign)
+    for warning in result.contacts.warnings:
+        print(f"dialer: warning: {warning}", file=sys.stderr)
+    print(_summary(result, campaign))
     return EXIT_OK
 
 
@@ -144,10 +166,11 @@ def _summary(result: RunResult, campaign: Campaign) -> str:
     rows = sum(result.statuses.values())
     lines = [f"{campaign.contacts.name}: {rows:,} rows, phone column {result.contacts.phone_column!r}, "
              f"region {campaign.region}"]
+    dry = result.dispatch is None
     shown = [status for status in STATUS_ORDER if status in result.statuses or
-             (campaign.dry_run and status in (Status.READY, Status.INVALID, Status.DUPLICATE))]
+             (dry and status in (Status.READY, Status.INVALID, Status.DUPLICATE))]
     shown += sorted(set(result.statuses) - set(shown))
-    lines += [f"  {status:<13} {result.statuses.get(status, 0):>9,}" for status in shown]
+    lines += [f"  {status:<14} {result.statuses.get(status, 0):>9,}" for status in shown]
     if result.top_reasons:
         lines.append("top invalid reasons:")
         lines.extend(f"  {count:>9,}  {reason}" for reason, count in result.top_reasons)
@@ -155,5 +178,16 @@ def _summary(result: RunResult, campaign: Campaign) -> str:
         done = result.dispatch
         rate = done.sent / done.elapsed if done.elapsed else 0.0
         lines.append(f"requests: {done.sent:,} sent, {done.retries:,} retries, {done.elapsed:.1f} s, {rate:.1f}/s")
-    lines.append(f"report: {result.report}")
+    if result.estimated_seconds is not None:
+        lines.append(f"estimated time at {campaign.rate:g} calls/s: {_duration(result.estimated_seconds)}")
+    if result.report is not None:
+        lines.append(f"report: {result.report}")
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return " ".join(f"{value} {unit}" for value, unit in ((hours, "h"), (minutes, "min"), (seconds, "s"))
+                    if value or unit == "s" and not (hours or minutes))

@@ -21,7 +21,7 @@ import pandas as pd
 
 from dialer.errors import ColumnError, InputError
 
-__all__ = ["Contacts", "load_contacts", "find_phone_column", "PHONE_HEADERS"]
+__all__ = ["Contacts", "load_contacts", "read_table", "find_phone_column", "PHONE_HEADERS"]
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 XLSX_SUFFIXES = (".xlsx", ".xlsm")
@@ -75,6 +75,18 @@ def load_contacts(path: str | Path, *, sheet: str | None = None,
                   phone_column: str | None = None) -> Contacts:
     """Load a ``.csv``/``.tsv``/``.txt`` or ``.xlsx`` file; raise ``InputError`` if it can't be used."""
     path = Path(path)
+    header, frame, encoding, notes = read_table(path, sheet=sheet)
+    if not header:
+        raise InputError(f"{path}: the file is empty; it needs a header row and one row per contact")
+    if frame.empty:
+        raise InputError(f"{path}: the file has a header but no rows")
+    index = find_phone_column(header, phone_column, source=str(path))
+    return Contacts(path, header, frame, index, encoding, notes)
+
+
+def read_table(path: Path, *, sheet: str | None = None) -> tuple[list[str], pd.DataFrame, str, list[str]]:
+    """The first row and the other rows of a contacts-like file, all text, with its encoding and
+    any warnings; empty when the file is."""
     if not path.exists():
         raise InputError(f"{path}: no such file; check the path to your contacts file")
     if path.is_dir():
@@ -83,22 +95,15 @@ def load_contacts(path: str | Path, *, sheet: str | None = None,
     notes: list[str] = []
     if suffix in XLSX_SUFFIXES:
         header, frame = _read_xlsx(path, sheet)
-        encoding = "xlsx"
-    elif suffix in CSV_SUFFIXES:
+        return header, frame, "xlsx", notes
+    if suffix in CSV_SUFFIXES:
         if sheet is not None:
             raise InputError(f"{path}: --sheet applies only to .xlsx files")
         header, frame, encoding = _read_csv(path, notes)
-    elif suffix == ".xls":
+        return header, frame, encoding, notes
+    if suffix == ".xls":
         raise InputError(f"{path}: the old .xls format is not supported; save it as .xlsx or .csv")
-    else:
-        raise InputError(f"{path}: unsupported file type {suffix or '(none)'!r}; "
-                         "use .csv, .tsv, .txt or .xlsx")
-    if not header:
-        raise InputError(f"{path}: the file is empty; it needs a header row and one row per contact")
-    if frame.empty:
-        raise InputError(f"{path}: the file has a header but no rows")
-    index = find_phone_column(header, phone_column, source=str(path))
-    return Contacts(path, header, frame, index, encoding, notes)
+    raise InputError(f"{path}: unsupported file type {suffix or '(none)'!r}; use .csv, .tsv, .txt or .xlsx")
 
 
 def find_phone_column(header: list[str], requested: str | None = None, *, source: str = "") -> int:

@@ -18,6 +18,8 @@ and time is the event loop's, so tests can run all of this on a virtual clock.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import heapq
 import itertools
 import time
@@ -30,11 +32,14 @@ import aiohttp
 import pyarrow as pa
 
 from dialer.contacts import Contacts
+from dialer.errors import ColumnError
 from dialer.journal import Journal, PendingRow
 from dialer.pacing import Pacer
 from dialer.plan import Status
-from dialer.providers.base import Call, Kind, Outcome, Provider, snake_case
+from dialer.parameters import ParameterMap
+from dialer.providers.base import Call, Kind, Outcome, Provider
 from dialer.retry import RetryPolicy
+from dialer.windows import WindowPolicy
 
 __all__ = ["Dispatcher", "DispatchResult", "CallFactory", "idempotency_key"]
 
@@ -47,30 +52,33 @@ def idempotency_key(campaign_id: str, agent_id: int, e164: str) -> str:
 
 
 class CallFactory:
-    """Builds the ``Call`` for a journal row from the contacts' other non-empty cells."""
+    """Builds the ``Call`` for a journal row from its cells, as the campaign's parameters say."""
 
-    def __init__(self, contacts: Contacts, *, campaign_id: str, agent_id: int) -> None:
+    def __init__(self, contacts: Contacts, *, campaign_id: str, agent_id: int,
+                 parameters: ParameterMap = ParameterMap(), zone_column: str | None = None) -> None:
         self._campaign_id, self._agent_id = campaign_id, agent_id
-        self._columns: list[tuple[str, pa.ChunkedArray]] = []
-        used = {"customer_phone"}
-        for index, header in enumerate(contacts.header):
-            if index == contacts.phone_index:
-                continue
-            name = base = snake_case(header)
-            for suffix in itertools.count(2):
-                if name not in used:
-                    break
-                name = f"{base}_{suffix}"
-            used.add(name)
-            self._columns.append((name, pa.chunked_array(pa.array(contacts.frame[index], type=pa.string()))))
+        self._bound = parameters.bind(contacts.header, contacts.phone_index)
+        self._columns = [pa.chunked_array(pa.array(contacts.frame[i], type=pa.string()))
+                         for i in range(len(contacts.header))]
+        if zone_column is not None and zone_column not in contacts.header:
+            raise ColumnError(f"window.timezone_column names the column {zone_column!r}, "
+                              "which the contacts file does not have")
+        self._zone_index = contacts.header.index(zone_column) if zone_column is not None else None
+
+    def zone_cell(self, row: int) -> str:
+        """The row's time zone cell, or ``""`` when the campaign names no time zone column."""
+        return self._columns[self._zone_index][row].as_py() if self._zone_index is not None else ""
+
+    def cells(self, row: int) -> list[str]:
+        return [column[row].as_py() for column in self._columns]
 
     def __call__(self, row: PendingRow) -> Call:
-        fields = []
-        for name, column in self._columns:
-            value = column[row.row].as_py()
-            if value:
-                fields.append((name, value))
-        return Call(row.row, row.e164, tuple(fields), idempotency_key(self._campaign_id, self._agent_id, row.e164))
+        cells = self.cells(row.row)
+        bound = self._bound
+        return Call(row.row, row.e164, bound.values(cells),
+                    idempotency_key(self._campaign_id, self._agent_id, row.e164),
+                    conversation_id=bound.conversation_id(cells), retry_context=bound.retry_context(cells),
+                    metadata=bound.metadata(cells))
 
 
 @dataclass
@@ -83,6 +91,8 @@ class DispatchResult:
     elapsed: float = 0.0
     fatal: str | None = None
     interrupted: bool = False
+    waiting_until: float | None = None
+    """Wall-clock time the run is waiting for (a calling window), while it waits."""
 
 
 @dataclass(order=True)
@@ -95,14 +105,14 @@ class _Retry:
 class Dispatcher:
     """Place every pending call of ``journal`` through ``provider``; see the module docstring."""
 
-    def __init__(self, provider: Provider, journal: Journal, make_call: Callable[[PendingRow], Call], *,
-                 pacer: Pacer, retry: RetryPolicy, concurrency: int,
+    def __init__(self, provider: Provider, journal: Journal, make_call: CallFactory, *,
+                 pacer: Pacer, retry: RetryPolicy, concurrency: int, window: WindowPolicy | None = None,
                  on_progress: Callable[[DispatchResult], None] | None = None,
                  wall_clock: Callable[[], float] = time.time, grace: float = 10.0) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.provider, self.journal, self.make_call = provider, journal, make_call
-        self.pacer, self.retry, self.concurrency = pacer, retry, concurrency
+        self.pacer, self.retry, self.concurrency, self.window = pacer, retry, concurrency, window
         self.on_progress = on_progress or (lambda result: None)
         self.wall_clock, self.grace = wall_clock, grace
         self.result = DispatchResult()
@@ -112,6 +122,8 @@ class Dispatcher:
         self._stopping: asyncio.Event | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._source: Iterator[PendingRow] = iter(())
+        self._held: set[int] = set()  # rows taken by a worker or waiting in ``_retries``
+        self._pass_started = 0.0
 
     def __repr__(self) -> str:
         return f"<Dispatcher {self.provider!r} {self.pacer!r} concurrency={self.concurrency} {self.retry!r}>"
@@ -125,7 +137,7 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         started = loop.time()
         self._stopping = asyncio.Event()
-        self._source = self.journal.pending()
+        self._start_pass()
         self._workers = [asyncio.create_task(self._work(session)) for _ in range(self.concurrency)]
         try:
             outcomes = await asyncio.gather(*self._workers, return_exceptions=True)
@@ -149,39 +161,77 @@ class Dispatcher:
         for worker in self._workers:
             worker.cancel()
 
+    def _start_pass(self) -> None:
+        """Read the journal's due rows again from the top (rows waiting for a window may be due)."""
+        self._pass_started = self.wall_clock()
+        self._source = self.journal.pending(self._pass_started)
+
     async def _work(self, session: aiohttp.ClientSession) -> None:
-        while (row := await self._next_row()) is not None:
-            await self._attempt(session, row)
+        try:
+            while (row := await self._next_row()) is not None:
+                self._held.add(row.row)
+                if not await self._attempt(session, row):
+                    self._held.discard(row.row)
+        except Exception:
+            self.stop()  # a bug: stop everyone, so that the report is written at once
+            raise
 
     async def _next_row(self) -> PendingRow | None:
+        """A retry that is due, else the next pending row; waits for retries and calling windows."""
         loop = asyncio.get_running_loop()
         while not self.stopping:
             if self._retries and self._retries[0].due <= loop.time():
                 return heapq.heappop(self._retries).row
-            row = next(self._source, None)
-            if row is not None:
-                return row
-            if not self._retries:
+            for row in self._source:
+                if row.row not in self._held:
+                    return row
+            wake = [self._retries[0].due] if self._retries else []
+            due = self.journal.next_due(after=self._pass_started)
+            if due is not None:
+                wake.append(loop.time() + due - self.wall_clock())
+                self.result.waiting_until = due
+                self.on_progress(self.result)
+            if not wake:
                 return None
-            await self._sleep(self._retries[0].due - loop.time())
+            await self._sleep(min(wake) - loop.time())
+            if due is not None and self.wall_clock() >= due:
+                self.result.waiting_until = None
+                self._start_pass()
         return None
 
-    async def _attempt(self, session: aiohttp.ClientSession, row: PendingRow) -> None:
+    async def _attempt(self, session: aiohttp.ClientSession, row: PendingRow) -> bool:
+        """Try ``row`` once; return True if it was put back to be retried later."""
         loop = asyncio.get_running_loop()
-        while loop.time() < self._paused_until and not self.stopping:
-            await self._sleep(self._paused_until - loop.time())
-        if not self.stopping:
-            await self.pacer.acquire()
-        if self.stopping:
-            return  # not sent: the row stays as the journal has it
         call = self.make_call(row)
+        if self.window is not None:
+            now = self.wall_clock()
+            decision = self.window.decide(row.e164, dt.datetime.fromtimestamp(now, dt.timezone.utc),
+                                          self.make_call.zone_cell(row.row))
+            if decision.action == "skip":
+                self.journal.defer(row.row, Status.OUTSIDE_WINDOW, decision.reason, now)
+                self._count(Status.OUTSIDE_WINDOW)
+                return False
+            if decision.action == "wait":
+                self.journal.postpone(row.row, decision.until.timestamp(), decision.reason, now)
+                return False
+            if decision.scheduled_for:
+                call = dataclasses.replace(call, scheduled_for=decision.scheduled_for)
+        while not self.stopping:
+            while loop.time() < self._paused_until and not self.stopping:
+                await self._sleep(self._paused_until - loop.time())
+            await self.pacer.acquire()
+            if loop.time() >= self._paused_until:
+                break  # a pause that began while this worker waited for the pacer is honoured too
+        if self.stopping:
+            return False  # not sent: the row stays as the journal has it
         now = self.wall_clock()
         self.journal.mark_sending(row.row, call.idempotency_key, now)
         self.result.sent += 1
         outcome = await self.provider.place(session, call)
-        self._record(row, outcome, first_sent=row.first_sent or now)
+        return self._record(row, outcome, first_sent=now if row.first_sent is None else row.first_sent)
 
-    def _record(self, row: PendingRow, outcome: Outcome, *, first_sent: float) -> None:
+    def _record(self, row: PendingRow, outcome: Outcome, *, first_sent: float) -> bool:
+        """Act on ``outcome``; return True if the row was put back to be retried later."""
         now, attempts = self.wall_clock(), row.attempts + 1
         kind = outcome.kind
         if kind is Kind.CREATED:
@@ -195,30 +245,42 @@ class Dispatcher:
             self.result.fatal = self.result.fatal or outcome.message
             self.stop()
         else:
-            self._retry_or_finish(row, outcome, attempts, first_sent, now)
+            return self._retry_or_finish(row, outcome, attempts, first_sent, now)
+        return False
 
     def _retry_or_finish(self, row: PendingRow, outcome: Outcome, attempts: int, first_sent: float,
-                         now: float) -> None:
+                         now: float) -> bool:
         delay = self.retry.delay(outcome, attempts, replay_safe=self.provider.replay_safe, age=now - first_sent)
+        if delay is None and outcome.kind is Kind.RETRY_SAFE and outcome.account_wide and attempts < self.retry.max_attempts:
+            self.journal.mark_pending(row.row, outcome.message, now)  # the account is throttled for too long
+            self.result.fatal = self.result.fatal or (
+                f"the provider asks to wait {outcome.retry_after:.0f} s before any new call ({outcome.message}); "
+                "run the same command again later")
+            self.stop()
+            return False
         if delay is None:
-            if outcome.kind is Kind.RETRY_SAFE:
-                self._finish(row, Status.FAILED, error=f"gave up after {attempts} attempts: {outcome.message}", now=now)
+            if outcome.kind is Kind.RETRY_SAFE:  # nothing was created: a later run tries again
+                self.journal.defer(row.row, Status.FAILED, f"gave up after {attempts} attempts: {outcome.message}; "
+                                                           "nothing was created, a re-run tries again", now)
+                self._count(Status.FAILED)
             else:
                 self._finish(row, Status.UNKNOWN, error=outcome.message, now=now)
-            return
+            return False
         if outcome.kind is Kind.RETRY_SAFE:
             self.journal.mark_pending(row.row, outcome.message, now)
         loop_now = asyncio.get_running_loop().time()
         if outcome.account_wide:
             self._paused_until = max(self._paused_until, loop_now + delay)
         self.result.retries += 1
-        self._requeue(PendingRow(row.row, row.e164, attempts, first_sent), loop_now + delay)
-
-    def _requeue(self, row: PendingRow, due: float) -> None:
-        heapq.heappush(self._retries, _Retry(due, next(self._order), row))
+        heapq.heappush(self._retries, _Retry(loop_now + delay, next(self._order),
+                                             PendingRow(row.row, row.e164, attempts, first_sent)))
+        return True
 
     def _finish(self, row: PendingRow, status: str, *, call_id: str = "", error: str = "", now: float) -> None:
         self.journal.finish(row.row, status, call_id=call_id, error=error, now=now)
+        self._count(status)
+
+    def _count(self, status: str) -> None:
         self.result.statuses[status] += 1
         self.on_progress(self.result)
 

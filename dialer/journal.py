@@ -1,7 +1,9 @@
 """The journal: a SQLite file beside the report that makes every run resumable.
 
 One row per input row. ``state`` moves ``pending -> sending -> done`` (or back to ``pending``
-when a request provably created nothing). A row is committed as ``sending`` *before* its
+when a request provably created nothing). ``deferred`` rows were left for a later run (outside
+the calling window); the next run puts them back in the queue. A ``pending`` row may carry a
+``not_before`` time (waiting for its calling window). A row is committed as ``sending`` *before* its
 request leaves, so after a crash the rows that may have been called are exactly the rows left
 ``sending``; ``recover`` resolves them by the provider's rules: re-send with the same
 idempotency key where a replay is harmless and the key is still remembered, else ``unknown``.
@@ -16,7 +18,7 @@ import hashlib
 import json
 import sqlite3
 from contextlib import contextmanager
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,16 +35,17 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rows (
     row INTEGER PRIMARY KEY,     -- position in the contacts file, 0 = first row after the header
     e164 TEXT NOT NULL,
-    state TEXT NOT NULL,         -- pending | sending | done
+    state TEXT NOT NULL,         -- pending | sending | done | deferred
     status TEXT NOT NULL,        -- the report's status once done (invalid, initiated, ...)
     attempts INTEGER NOT NULL DEFAULT 0,
     call_id TEXT NOT NULL DEFAULT '',
     error TEXT NOT NULL DEFAULT '',
     idempotency_key TEXT NOT NULL DEFAULT '',
     first_sent REAL,             -- wall-clock time of the first request for this row
+    not_before REAL,             -- a pending row is not sent before this wall-clock time
     updated REAL
 );
-CREATE INDEX IF NOT EXISTS rows_open ON rows(row) WHERE state != 'done';
+CREATE INDEX IF NOT EXISTS rows_open ON rows(row) WHERE state IN ('pending', 'sending');
 """
 
 
@@ -117,12 +120,14 @@ class Journal:
         self.is_new = False
 
     def recover(self, *, replay_safe: bool, now: float, replay_window: float) -> int:
-        """Resolve rows a crash left ``sending``; return how many became ``unknown``.
+        """Put deferred rows back in the queue, and resolve rows a crash left ``sending``; return
+        how many became ``unknown``.
 
         Where a replay is harmless and the key is still remembered they go back to ``pending``
         (the next request carries the same key), else they become ``unknown``.
         """
         with self._transaction():
+            self._db.execute("UPDATE rows SET state = 'pending', status = '', error = '' WHERE state = 'deferred'")
             if replay_safe:
                 self._db.execute("UPDATE rows SET state = 'pending' WHERE state = 'sending' AND first_sent > ?",
                                  (now - replay_window,))
@@ -130,6 +135,18 @@ class Journal:
                 "UPDATE rows SET state = 'done', status = ?, error = ?, updated = ? WHERE state = 'sending'",
                 (Status.UNKNOWN, "the run stopped while this call was being placed; it may or may not "
                                  "exist (--resend-unknown sends it again)", now))
+        return cursor.rowcount
+
+    def suppress(self, numbers: Iterable[str], status: str, reason: str, now: float) -> int:
+        """Mark the rows still to call whose number is in ``numbers`` as ``status``; return how many."""
+        with self._transaction():
+            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS suppressed (e164 TEXT PRIMARY KEY)")
+            self._db.execute("DELETE FROM suppressed")
+            self._db.executemany("INSERT OR IGNORE INTO suppressed VALUES (?)", ((n,) for n in numbers))
+            cursor = self._db.execute(
+                "UPDATE rows SET state = 'done', status = ?, error = ?, updated = ? "
+                "WHERE state IN ('pending', 'deferred') AND e164 IN (SELECT e164 FROM suppressed)",
+                (status, reason, now))
         return cursor.rowcount
 
     def resend_unknown(self) -> int:
@@ -141,23 +158,38 @@ class Journal:
     def count_pending(self) -> int:
         return self._db.execute("SELECT count(*) FROM rows WHERE state = 'pending'").fetchone()[0]
 
-    def pending(self, chunk: int = 1000) -> Iterator[PendingRow]:
-        """The ``pending`` rows in file order, read lazily ``chunk`` at a time."""
+    def pending(self, now: float = float("inf"), chunk: int = 1000) -> Iterator[PendingRow]:
+        """The ``pending`` rows due by ``now``, in file order, read lazily ``chunk`` at a time."""
         after = -1
         while True:
             batch = self._db.execute(
                 "SELECT row, e164, attempts, first_sent FROM rows WHERE state = 'pending' AND row > ? "
-                "ORDER BY row LIMIT ?", (after, chunk)).fetchall()
+                "AND (not_before IS NULL OR not_before <= ?) ORDER BY row LIMIT ?", (after, now, chunk)).fetchall()
             if not batch:
                 return
             for record in batch:
                 yield PendingRow(*record)
             after = batch[-1][0]
 
+    def next_due(self, after: float) -> float | None:
+        """The earliest ``not_before`` later than ``after`` among pending rows, if any."""
+        return self._db.execute("SELECT min(not_before) FROM rows WHERE state = 'pending' AND not_before > ?",
+                                (after,)).fetchone()[0]
+
+    def postpone(self, row: int, until: float, reason: str, now: float) -> None:
+        """Leave ``row`` pending, but not to be sent before ``until``."""
+        self._db.execute("UPDATE rows SET not_before = ?, error = ?, updated = ? WHERE row = ?",
+                         (until, reason, now, row))
+
+    def defer(self, row: int, status: str, reason: str, now: float) -> None:
+        """Leave ``row`` for a later run; this run reports it as ``status``."""
+        self._db.execute("UPDATE rows SET state = 'deferred', status = ?, error = ?, updated = ? WHERE row = ?",
+                         (status, reason, now, row))
+
     def mark_sending(self, row: int, idempotency_key: str, now: float) -> None:
         """Record that a request for ``row`` is about to leave (committed before it does)."""
         self._db.execute("UPDATE rows SET state = 'sending', attempts = attempts + 1, idempotency_key = ?, "
-                         "first_sent = COALESCE(first_sent, ?), updated = ? WHERE row = ?",
+                         "first_sent = COALESCE(first_sent, ?), not_before = NULL, updated = ? WHERE row = ?",
                          (idempotency_key, now, now, row))
 
     def mark_pending(self, row: int, error: str, now: float) -> None:

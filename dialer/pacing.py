@@ -25,7 +25,7 @@ __all__ = ["Pacer"]
 class Pacer:
     """``await pacer.acquire()`` before each request; ``rate=None`` means unlimited."""
 
-    __slots__ = ("rate", "margin", "_limiter", "_sent", "_lock", "_window")
+    __slots__ = ("rate", "margin", "_limiter", "_sent", "_lock", "_window", "_started")
 
     def __init__(self, rate: float | None, *, margin: float = 0.01) -> None:
         if rate is not None and rate <= 0:
@@ -34,6 +34,7 @@ class Pacer:
         self.margin = margin
         self._window = 1.0 + margin
         self._lock = asyncio.Lock()
+        self._started = False
         if rate is None:
             self._limiter = None
             self._sent: deque[float] = deque()
@@ -51,6 +52,9 @@ class Pacer:
         """Wait until one more request may leave without breaking the rate."""
         if self._limiter is None:
             return
+        if not self._started:  # start with a full bucket: no burst at the start
+            self._started = True
+            await self._limiter.acquire(self._limiter.max_rate)
         await self._limiter.acquire()
         async with self._lock:
             loop = asyncio.get_running_loop()

@@ -27,6 +27,9 @@ class Status:
     READY = "ready"
     INVALID = "invalid"
     DUPLICATE = "duplicate"
+    DNC = "dnc"
+    EXCLUDED = "excluded"
+    OUTSIDE_WINDOW = "outside_window"
     INITIATED = "initiated"
     SCHEDULED = "scheduled"
     FAILED = "failed"
@@ -52,6 +55,13 @@ class Plan:
     def top_reasons(self, limit: int = 5) -> list[tuple[str, int]]:
         """The most common reasons rows are invalid."""
         return top_reasons(self.status, self.error, limit=limit)
+
+    def suppress(self, numbers: set[str], status: str, reason: str) -> int:
+        """Give ready rows whose number is in ``numbers`` the status ``status``; return how many."""
+        hit = (self.status == Status.READY) & pd.Series(self.e164).isin(numbers).to_numpy()
+        self.status[hit] = status
+        self.error[hit] = reason
+        return int(hit.sum())
 
     def ready_rows(self) -> np.ndarray:
         """Positions of the rows that should be called."""

@@ -34,12 +34,13 @@ def test_dry_run_prints_a_summary_and_writes_the_report(capsys, contacts, tmp_pa
     assert (code, stderr) == (0, "")
     assert stdout == (
         "contacts.csv: 6 rows, phone column 'Phone', region US\n"
-        "  ready                 2\n"
-        "  invalid               3\n"
-        "  duplicate             1\n"
+        "  ready                  2\n"
+        "  invalid                3\n"
+        "  duplicate              1\n"
         "top invalid reasons:\n"
         "          2  not a phone number\n"
         "          1  empty\n"
+        "estimated time at 10 calls/s: 0 s\n"
         f"report: {out}\n"
     )
     with out.open(encoding="utf-8-sig", newline="") as handle:
@@ -74,7 +75,7 @@ def test_xlsx_sheet_flag(capsys, write_xlsx, tmp_path):
     out = tmp_path / "r.csv"
     code, stdout, _ = run_cli(capsys, "run", str(path), "--sheet", "Leads", "--out", str(out), "--dry-run")
     assert code == 0
-    assert "  ready                 1\n" in stdout
+    assert "  ready                  1\n" in stdout
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -17,7 +17,8 @@ class AgentsProvider(Provider):
     replay_safe = False
 
     def request(self, call: Call) -> tuple[str, dict[str, Any]]:
-        body = {"agent_id": self.agent_id, "phone_number": call.phone, "metadata": dict(call.fields)}
+        body = {"agent_id": self.agent_id, "phone_number": call.phone,
+                "metadata": {**dict(call.fields), **(call.metadata or {})}}
         return f"{self.base_url}/api/v1/global/agents/call", body
 
     def classify(self, status: int, headers: Mapping[str, str], body: Any) -> Outcome:

@@ -16,6 +16,7 @@ Transport failures are classified here once for every provider: a failure to con
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email.utils
 import enum
 import json
@@ -58,12 +59,17 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Call:
-    """One row to call: its E.164 number, its other non-empty cells, and its idempotency key."""
+    """One row to call: its E.164 number, the named values it carries, its idempotency key, and
+    the optional fields some APIs take (``scheduled_for`` is an ISO 8601 UTC time)."""
 
     row: int
     phone: str
     fields: tuple[tuple[str, str], ...]
     idempotency_key: str
+    conversation_id: str | None = None
+    retry_context: Mapping[str, Any] | None = None
+    metadata: Mapping[str, Any] | None = None
+    scheduled_for: str | None = None
 
 
 def snake_case(name: str) -> str:
@@ -86,6 +92,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         return None
     if when is None:
         return None
+    if when.tzinfo is None:  # asctime dates carry no zone; HTTP dates are always GMT
+        when = when.replace(tzinfo=datetime.timezone.utc)
     return max(0.0, when.timestamp() - now)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,8 +19,12 @@ class FormantProvider(Provider):
     def request(self, call: Call) -> tuple[str, dict[str, Any]]:
         parameters = [{"name": "customer_phone", "value": call.phone}]
         parameters += [{"name": name, "value": value} for name, value in call.fields]
-        body = {"agent_id": self.agent_id, "parameters": parameters,
-                "idempotency_key": call.idempotency_key}
+        body: dict[str, Any] = {"agent_id": self.agent_id, "parameters": parameters,
+                                "idempotency_key": call.idempotency_key}
+        optional = {"conversation_id": call.conversation_id, "retry_context": call.retry_context,
+                    "metadata": json.dumps(call.metadata, ensure_ascii=False) if call.metadata is not None else None,
+                    "scheduled_for": call.scheduled_for}
+        body.update({key: value for key, value in optional.items() if value is not None})
         return f"{self.base_url}/v1/call", body
 
     def classify(self, status: int, headers: Mapping[str, str], body: Any) -> Outcome:

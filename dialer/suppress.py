@@ -1,0 +1,54 @@
+"""Numbers never to call: do-not-call lists, and numbers an earlier report already reached.
+
+A do-not-call file is any file the contacts loader reads: a one-column list (with or without a
+header) or a file with a phone column. Its numbers are normalized with the campaign's rules and
+region, so ``(415) 555-2671`` in the list matches ``+1 415 555 2671`` in the contacts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from dialer.contacts import find_phone_column, read_table
+from dialer.errors import InputError
+from dialer.phones import normalize_phones
+from dialer.plan import Status
+from dialer.report import RESULT_COLUMNS
+
+__all__ = ["do_not_call_numbers", "already_called_numbers"]
+
+_CALLED = (Status.INITIATED, Status.SCHEDULED)
+
+
+def do_not_call_numbers(paths: tuple[Path, ...], region: str) -> set[str]:
+    """The E.164 numbers in every do-not-call file."""
+    numbers: set[str] = set()
+    for path in paths:
+        header, frame, _, _ = read_table(path)
+        if len(header) == 1:
+            cells = pd.concat([pd.Series(header, dtype="str"), frame[0]], ignore_index=True)
+        elif header:
+            cells = frame[find_phone_column(header, source=f"do-not-call list {path}")]
+        else:
+            continue
+        normalized = normalize_phones(cells, region)
+        numbers.update(normalized.e164[normalized.valid].tolist())
+    return numbers
+
+
+def already_called_numbers(report: Path) -> set[str]:
+    """The numbers an earlier dialer report says were initiated or scheduled."""
+    header, frame, _, _ = read_table(report)
+    columns = {}
+    for name in ("phone_e164", "status"):
+        for candidate in (name, f"dialer_{name}"):
+            positions = [i for i, column in enumerate(header) if column == candidate]
+            if positions and len(header) - positions[-1] <= len(RESULT_COLUMNS):
+                columns[name] = positions[-1]
+                break
+        else:
+            raise InputError(f"{report}: not a dialer report (no {name} column); check exclude_report")
+    called = frame[columns["status"]].isin(_CALLED)
+    return set(frame.loc[called, columns["phone_e164"]].tolist())
