@@ -260,7 +260,8 @@ class Dispatcher:
             return False
         if delay is None:
             if outcome.kind is Kind.RETRY_SAFE:  # nothing was created: a later run tries again
-                self.journal.defer(row.row, Status.FAILED, f"gave up after {attempts} attempts: {outcome.message}; "
+                tries = f"{attempts} attempt{'' if attempts == 1 else 's'}"
+                self.journal.defer(row.row, Status.FAILED, f"gave up after {tries}: {outcome.message}; "
                                                            "nothing was created, a re-run tries again", now)
                 self._count(Status.FAILED)
             else:

@@ -1,7 +1,9 @@
 """Write the report: every input row, cells untouched, followed by the result columns.
 
 The file is UTF-8 with a BOM (so Excel opens it right), every cell quoted, written to a temporary
-file beside the target and renamed over it, so a reader never sees half a report.
+file beside the target and renamed over it, so a reader never sees half a report. Cells the tool
+writes from a provider's text (``call_id``, ``error``) never start like a formula; the input's own
+cells are left exactly as they were.
 """
 
 from __future__ import annotations
@@ -12,14 +14,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 from pyarrow import csv
 
 from dialer.contacts import Contacts
 
-__all__ = ["RESULT_COLUMNS", "result_headers", "write_report"]
+__all__ = ["RESULT_COLUMNS", "result_headers", "write_report", "neutralize_formulas"]
 
 RESULT_COLUMNS = ("phone_e164", "status", "call_id", "attempts", "error")
+_OUTSIDE_TEXT = ("call_id", "error")  # may hold a provider's words
+_FORMULA_START = r"^[=+\-@\t\r]"
+
+
+def neutralize_formulas(cells: pd.Series) -> pd.Series:
+    """Prefix ``'`` to cells a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab, CR)."""
+    risky = cells.str.contains(_FORMULA_START, regex=True)
+    return cells.where(~risky, "'" + cells)
 
 
 def result_headers(input_header: Sequence[str]) -> list[str]:
@@ -40,7 +51,10 @@ def write_report(contacts: Contacts, results: Mapping[str, np.ndarray | Sequence
         column = np.asarray(results[name], dtype=object)
         if len(column) != len(contacts):
             raise ValueError(f"{name} has {len(column)} values for {len(contacts)} rows")
-        columns.append(pa.array(column.astype(str), type=pa.string()))
+        text = pd.Series(column.astype(str), dtype="str")
+        if name in _OUTSIDE_TEXT:
+            text = neutralize_formulas(text)
+        columns.append(pa.array(text, type=pa.string()))
     table = pa.Table.from_arrays(columns, names=[*contacts.header, *result_headers(contacts.header)])
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")

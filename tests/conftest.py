@@ -48,3 +48,44 @@ def write_xlsx(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+class ServedApp:
+    """An aiohttp handler served on 127.0.0.1 from a thread, for synchronous tests; ``url`` is set
+    inside ``with``. ``release`` wakes handlers that wait on it, so the server can stop."""
+
+    def __init__(self, handler) -> None:
+        import threading
+
+        self.handler, self.url = handler, ""
+        self._ready, self._thread = threading.Event(), threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "ServedApp":
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        import asyncio
+
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        import asyncio
+
+        from aiohttp import web
+
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        app = web.Application()
+        app.router.add_route("POST", "/{tail:.*}", self.handler)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        self._ready.set()
+        await self._stop.wait()
+        await runner.cleanup()

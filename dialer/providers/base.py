@@ -16,6 +16,7 @@ Transport failures are classified here once for every provider: a failure to con
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import email.utils
 import enum
@@ -108,6 +109,7 @@ class Provider(ABC):
     def __init__(self, *, base_url: str, api_key: str, agent_id: int, wall_clock=time.time) -> None:
         self.base_url = base_url.rstrip("/")
         self.agent_id = agent_id
+        self._api_key = api_key
         self._headers = {"Authorization": f"Bearer {api_key}"}
         self._wall_clock = wall_clock
 
@@ -128,7 +130,7 @@ class Provider(ABC):
         try:
             async with session.post(url, json=body, headers=self._headers) as response:
                 raw = await response.content.read(MAX_BODY_BYTES + 1)
-                return self.classify(response.status, response.headers, _json_or_none(raw))
+                return self._redacted(self.classify(response.status, response.headers, _json_or_none(raw)))
         except aiohttp.ConnectionTimeoutError:
             return Outcome(Kind.RETRY_SAFE, "timed out connecting to the provider")
         except aiohttp.ClientConnectorError as error:
@@ -139,6 +141,13 @@ class Provider(ABC):
             return Outcome(Kind.AMBIGUOUS, "the provider dropped the connection without answering")
         except (aiohttp.ClientError, OSError) as error:
             return Outcome(Kind.AMBIGUOUS, f"the request failed after it may have been sent ({type(error).__name__})")
+
+    def _redacted(self, outcome: Outcome) -> Outcome:
+        """The outcome with the API key blanked out, should the provider echo it back."""
+        if self._api_key and (self._api_key in outcome.message or self._api_key in outcome.call_id):
+            return dataclasses.replace(outcome, message=outcome.message.replace(self._api_key, "[key]"),
+                                       call_id=outcome.call_id.replace(self._api_key, "[key]"))
+        return outcome
 
     def retry_after(self, headers: Mapping[str, str]) -> float | None:
         return parse_retry_after(headers.get("Retry-After"), self._wall_clock())
