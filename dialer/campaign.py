@@ -34,7 +34,10 @@ OUTSIDE_WINDOW_ACTIONS = ("skip", "wait", "schedule")
 
 @dataclass(frozen=True)
 class Campaign:
-    """What to call, how, and where to report. Build with ``Campaign(...)`` or ``Campaign.from_toml``."""
+    """What to call, how, and where to report. Build with ``Campaign(...)`` or ``Campaign.from_toml``.
+
+    ``out`` defaults to ``reports/<contacts>-report.csv``, or ``reports/<contacts>-dry-run.csv``
+    for a dry run, so that checking a file never touches the report of a real run."""
 
     contacts: Path
     out: Path | None = None
@@ -60,7 +63,8 @@ class Campaign:
 
     def __post_init__(self) -> None:
         contacts = Path(self.contacts)
-        out = Path(self.out) if self.out is not None else Path("reports") / f"{contacts.stem}-report.csv"
+        kind = "dry-run" if self.dry_run else "report"
+        out = Path(self.out) if self.out is not None else Path("reports") / f"{contacts.stem}-{kind}.csv"
         try:
             region = check_region(self.region)
         except ValueError as error:

@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="a .csv, .tsv, .txt or .xlsx file with a header row, or a campaign .toml file")
     run.add_argument("--region", metavar="CC", help="ISO country for numbers without a country code (default: US)")
     run.add_argument("--out", type=Path, metavar="REPORT.csv",
-                     help="where to write the report (default: reports/<contacts>-report.csv)")
+                     help="where to write the report (default: reports/<contacts>-report.csv, or -dry-run.csv)")
     run.add_argument("--phone-column", metavar="NAME", help="the column that holds the numbers")
     run.add_argument("--sheet", metavar="NAME", help="the sheet of an .xlsx file (default: the first)")
     run.add_argument("--provider", choices=sorted(PROVIDERS), help="the call API to use")

@@ -54,12 +54,12 @@ def test_quiet_prints_nothing(capsys, contacts, tmp_path):
     assert run_cli(capsys, "run", str(contacts), "--out", str(tmp_path / "r.csv"), "--dry-run", "--quiet") == (0, "", "")
 
 
-def test_default_report_path_is_under_reports(capsys, contacts, tmp_path, monkeypatch):
+def test_default_dry_run_report_path_is_under_reports(capsys, contacts, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, stdout, _ = run_cli(capsys, "run", str(contacts), "--dry-run")
     assert code == 0
-    assert stdout.endswith("report: reports/contacts-report.csv\n")
-    assert (tmp_path / "reports" / "contacts-report.csv").exists()
+    assert stdout.endswith("report: reports/contacts-dry-run.csv\n")
+    assert (tmp_path / "reports" / "contacts-dry-run.csv").exists()
 
 
 def test_phone_column_and_region_flags(capsys, write_csv, tmp_path):
