@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from dialer.sandbox import SandboxConfig, serve
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130  # 1: FatalProviderError.exit_code
 STATUS_ORDER = (Status.READY, Status.INITIATED, Status.SCHEDULED, Status.FAILED, Status.UNKNOWN,
                 Status.NOT_ATTEMPTED, Status.INVALID, Status.DUPLICATE, Status.DNC, Status.EXCLUDED,
                 Status.OUTSIDE_WINDOW)
@@ -154,7 +155,10 @@ class _Progress:
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, unit="call", file=sys.stderr, disable=None, dynamic_ncols=True)
-        self._bar.set_postfix(dict(result.statuses, retries=result.retries), refresh=False)
+        postfix = dict(result.statuses, retries=result.retries)
+        if result.waiting_until is not None:
+            postfix["waiting until"] = time.strftime("%Y-%m-%d %H:%M", time.localtime(result.waiting_until))
+        self._bar.set_postfix(postfix, refresh=False)
         self._bar.update(sum(result.statuses.values()) - self._bar.n)
 
     def close(self) -> None:

@@ -215,10 +215,6 @@ class Journal:
         return {"phone_e164": e164, "status": status, "call_id": call_id,
                 "attempts": attempts.astype(str), "error": error}
 
-    def counts(self) -> dict[str, int]:
-        """Rows per final status (done rows only)."""
-        return dict(self._db.execute("SELECT status, count(*) FROM rows WHERE state = 'done' GROUP BY status"))
-
     def close(self) -> None:
         self._db.close()
 
