@@ -3,6 +3,11 @@
 Every cell comes back as a string: an empty cell is ``""``, never ``nan``; a number that Excel
 stored as a number comes back as its digits (``14155552671``, not ``1.4155552671E+10``).
 Columns are kept by position, so duplicate or empty header names survive untouched.
+
+Hostile files are refused with a one-line ``InputError`` before they can cost much time or
+memory: a header wider than Excel's 16,384 columns; short rows that would pad out to far more
+cells than the file has bytes; a workbook that is a zip bomb, or whose sheet runs past Excel's
+last row. Anything that loads loads whole: every row, every cell, verbatim.
 """
 
 from __future__ import annotations
@@ -31,6 +36,13 @@ PHONE_HEADERS = (
     "contact number", "customer_phone", "tel", "telephone", "number",
 )
 _SAMPLE_BYTES = 64 * 1024
+
+MAX_COLUMNS = 16_384            # Excel's last column (XFD); pandas needs seconds per 100,000 columns
+FREE_CELLS = 1_000_000          # cells any file may pad out to; beyond that, one cell per byte of file
+MAX_SHEET_ROWS = 1_048_576      # Excel's last row
+MAX_XLSX_BYTES = 1 << 30        # uncompressed; a sheet filled to Excel's last row is a few hundred MB
+MAX_XLSX_RATIO = 100            # real workbook parts inflate 2-30 fold, zip bombs about 1000 fold
+_RATIO_FREE_BYTES = 16 << 20    # parts smaller than this are cheap to parse whatever their ratio
 
 
 def _header_key(name: str) -> str:
@@ -78,6 +90,8 @@ def load_contacts(path: str | Path, *, sheet: str | None = None,
     header, frame, encoding, notes = read_table(path, sheet=sheet)
     if not header:
         raise InputError(f"{path}: the file is empty; it needs a header row and one row per contact")
+    if not any(name.strip() for name in header):
+        raise InputError(f"{path}: the first row has no column names; put the header row first")
     if frame.empty:
         raise InputError(f"{path}: the file has a header but no rows")
     index = find_phone_column(header, phone_column, source=str(path))
@@ -146,14 +160,15 @@ def _read_csv(path: Path, notes: list[str]) -> tuple[list[str], pd.DataFrame, st
     encoding = _guess_encoding(path, sample)
     text_sample = sample.decode(encoding, errors="ignore")
     delimiter = _sniff_delimiter(text_sample)
+    width = _header_width(path, delimiter, encoding)
     try:
-        rows = _read_csv_as(path, delimiter, encoding)
+        rows = _read_csv_as(path, delimiter, encoding, width)
     except UnicodeDecodeError:
         if encoding != "utf-8-sig":
             raise InputError(f"{path}: the file is not valid {encoding} text; save it as UTF-8")
         encoding = "cp1252"
         try:
-            rows = _read_csv_as(path, delimiter, encoding)
+            rows = _read_csv_as(path, delimiter, encoding, width)
         except UnicodeDecodeError:
             raise InputError(f"{path}: the file is neither UTF-8 nor Windows-1252 text; "
                              "save it as UTF-8 CSV") from None
@@ -166,9 +181,13 @@ def _read_csv(path: Path, notes: list[str]) -> tuple[list[str], pd.DataFrame, st
 
 
 def _guess_encoding(path: Path, sample: bytes) -> str:
+    if sample.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "utf-32"
     if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
     if b"\x00" in sample:
+        if abs(sample[0::2].count(0) - sample[1::2].count(0)) > len(sample) // 4:
+            raise InputError(f"{path}: this is UTF-16 text without a byte-order mark; save it as UTF-8 CSV")
         raise InputError(f"{path}: this is not a text file (it contains NUL bytes); "
                          "export the sheet as CSV or XLSX")
     return "utf-8-sig"
@@ -194,17 +213,46 @@ def _sniff_delimiter(sample: str) -> str:
     return best
 
 
-def _read_csv_as(path: Path, delimiter: str, encoding: str) -> pd.DataFrame:
+def _header_width(path: Path, delimiter: str, encoding: str) -> int:
+    """The number of fields on the first line, read alone; refuse more than ``MAX_COLUMNS``."""
+    limit = MAX_COLUMNS * 1024
+    with path.open(encoding=encoding, errors="replace", newline="") as handle:
+        line = handle.readline(limit)
+    width = line.count(delimiter) + 1
+    if width > MAX_COLUMNS:
+        try:
+            width = len(next(csv.reader([line], delimiter=delimiter)))  # quoted delimiters
+        except csv.Error:
+            pass
+    if width > MAX_COLUMNS:
+        count = f"at least {width:,}" if len(line) == limit else f"{width:,}"
+        raise InputError(f"{path}: the header row has {count} columns, more than the {MAX_COLUMNS:,} "
+                         "dialer reads (Excel's limit); delete the unused columns and save it again")
+    return width
+
+
+def _too_sparse(path: Path, width: int, budget: int) -> InputError:
+    return InputError(f"{path}: its rows, padded to {width:,} columns, would make over {budget:,} "
+                      "mostly empty cells; delete the empty columns and rows and save it again")
+
+
+def _read_csv_as(path: Path, delimiter: str, encoding: str, width: int) -> pd.DataFrame:
+    # A full row costs at least a byte per cell, so only short rows padded out to a wide header
+    # can reach the budget; stop reading there instead of filling gigabytes with empty cells.
+    budget = FREE_CELLS + path.stat().st_size
     try:
-        return pd.read_csv(path, sep=delimiter, header=None, dtype=str, keep_default_na=False,
+        rows = pd.read_csv(path, sep=delimiter, header=None, dtype=str, keep_default_na=False,
                            na_filter=False, encoding=encoding, engine="c", quotechar='"',
-                           skip_blank_lines=True)
+                           skip_blank_lines=True, nrows=budget // width + 1)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     except pd.errors.ParserError as error:
         raise InputError(_explain_parser_error(path, str(error), delimiter)) from None
     except OSError as error:
         raise InputError(f"{path}: cannot read the file ({error}); check its permissions") from None
+    if rows.size > budget:
+        raise _too_sparse(path, rows.shape[1], budget)
+    return rows
 
 
 def _explain_parser_error(path: Path, message: str, delimiter: str) -> str:

@@ -142,6 +142,7 @@ class Dispatcher:
         try:
             outcomes = await asyncio.gather(*self._workers, return_exceptions=True)
         finally:
+            self.journal.commit()
             self.result.elapsed = loop.time() - started
         for outcome in outcomes:
             if isinstance(outcome, Exception):
@@ -191,6 +192,7 @@ class Dispatcher:
                 wake.append(loop.time() + due - self.wall_clock())
                 self.result.waiting_until = due
                 self.on_progress(self.result)
+            self.journal.commit()  # nothing to send for now: make the outcomes so far durable
             if not wake:
                 return None
             await self._sleep(min(wake) - loop.time())
@@ -219,15 +221,19 @@ class Dispatcher:
         while not self.stopping:
             while loop.time() < self._paused_until and not self.stopping:
                 await self._sleep(self._paused_until - loop.time())
-            await self.pacer.acquire()
-            if loop.time() >= self._paused_until:
+            permit = await self.pacer.acquire()
+            if loop.time() >= self._paused_until and not self.stopping:
                 break  # a pause that began while this worker waited for the pacer is honoured too
+            permit.sent()  # unused: counted as sent, which only errs on the safe side
         if self.stopping:
             return False  # not sent: the row stays as the journal has it
         now = self.wall_clock()
         self.journal.mark_sending(row.row, call.idempotency_key, now)
         self.result.sent += 1
-        outcome = await self.provider.place(session, call)
+        try:
+            outcome = await self.provider.place(session, call, on_sent=permit.sent)
+        finally:
+            permit.sent()  # if it never got as far as sending its headers
         return self._record(row, outcome, first_sent=now if row.first_sent is None else row.first_sent)
 
     def _record(self, row: PendingRow, outcome: Outcome, *, first_sent: float) -> bool:

@@ -8,8 +8,11 @@ request leaves, so after a crash the rows that may have been called are exactly 
 ``sending``; ``recover`` resolves them by the provider's rules: re-send with the same
 idempotency key where a replay is harmless and the key is still remembered, else ``unknown``.
 
-Every write commits at once (WAL, ``synchronous=NORMAL``): a ``kill -9`` loses nothing that
-reached the operating system.
+``mark_sending`` commits at once, together with any outcomes recorded since the last commit
+(WAL, ``synchronous=NORMAL``: a ``kill -9`` loses nothing that reached the operating system).
+Outcomes alone wait for that next commit, or for ``commit()``: a crash can lose only the record
+of an outcome, and the row is then ``sending``, which ``recover`` makes safe (a replay with the
+same key, or ``unknown``).
 """
 
 from __future__ import annotations
@@ -24,9 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 
 from dialer.errors import UsageError
 from dialer.plan import Plan, Status
+from dialer.report import RESULT_COLUMNS
 
 __all__ = ["Journal", "PendingRow", "fingerprint", "journal_path"]
 
@@ -47,6 +53,9 @@ CREATE TABLE IF NOT EXISTS rows (
 );
 CREATE INDEX IF NOT EXISTS rows_open ON rows(row) WHERE state IN ('pending', 'sending');
 """
+
+
+_STOPPED_WHILE_SENDING = "the run stopped while this call was being placed; run again to resolve it"
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,7 @@ class Journal:
         self.path = path
         self._db = connection
         self.is_new = is_new
+        self._uncommitted = False
 
     def __repr__(self) -> str:
         return f"<Journal {self.path} {'new' if self.is_new else 'resumed'}>"
@@ -151,8 +161,9 @@ class Journal:
 
     def resend_unknown(self) -> int:
         """Put ``unknown`` rows back in the queue; return how many."""
-        cursor = self._db.execute("UPDATE rows SET state = 'pending', status = '', error = '' "
-                                  "WHERE state = 'done' AND status = ?", (Status.UNKNOWN,))
+        with self._transaction():
+            cursor = self._db.execute("UPDATE rows SET state = 'pending', status = '', error = '' "
+                                      "WHERE state = 'done' AND status = ?", (Status.UNKNOWN,))
         return cursor.rowcount
 
     def count_pending(self) -> int:
@@ -178,49 +189,66 @@ class Journal:
 
     def postpone(self, row: int, until: float, reason: str, now: float) -> None:
         """Leave ``row`` pending, but not to be sent before ``until``."""
-        self._db.execute("UPDATE rows SET not_before = ?, error = ?, updated = ? WHERE row = ?",
-                         (until, reason, now, row))
+        self._write("UPDATE rows SET not_before = ?, error = ?, updated = ? WHERE row = ?", (until, reason, now, row))
 
     def defer(self, row: int, status: str, reason: str, now: float) -> None:
         """Leave ``row`` for a later run; this run reports it as ``status``."""
-        self._db.execute("UPDATE rows SET state = 'deferred', status = ?, error = ?, updated = ? WHERE row = ?",
-                         (status, reason, now, row))
+        self._write("UPDATE rows SET state = 'deferred', status = ?, error = ?, updated = ? WHERE row = ?",
+                    (status, reason, now, row))
 
     def mark_sending(self, row: int, idempotency_key: str, now: float) -> None:
-        """Record that a request for ``row`` is about to leave (committed before it does)."""
-        self._db.execute("UPDATE rows SET state = 'sending', attempts = attempts + 1, idempotency_key = ?, "
-                         "first_sent = COALESCE(first_sent, ?), not_before = NULL, updated = ? WHERE row = ?",
-                         (idempotency_key, now, now, row))
+        """Record that a request for ``row`` is about to leave, and commit (before it does)."""
+        self._write("UPDATE rows SET state = 'sending', attempts = attempts + 1, idempotency_key = ?, "
+                    "first_sent = COALESCE(first_sent, ?), not_before = NULL, updated = ? WHERE row = ?",
+                    (idempotency_key, now, now, row))
+        self.commit()
 
     def mark_pending(self, row: int, error: str, now: float) -> None:
         """The last request for ``row`` provably created nothing; it may be sent again."""
-        self._db.execute("UPDATE rows SET state = 'pending', error = ?, updated = ? WHERE row = ?",
-                         (error, now, row))
+        self._write("UPDATE rows SET state = 'pending', error = ?, updated = ? WHERE row = ?", (error, now, row))
 
     def finish(self, row: int, status: str, *, call_id: str = "", error: str = "", now: float) -> None:
         """Record the final status of ``row``."""
-        self._db.execute("UPDATE rows SET state = 'done', status = ?, call_id = ?, error = ?, updated = ? "
-                         "WHERE row = ?", (status, call_id, error, now, row))
+        self._write("UPDATE rows SET state = 'done', status = ?, call_id = ?, error = ?, updated = ? WHERE row = ?",
+                    (status, call_id, error, now, row))
 
-    def results(self) -> dict[str, np.ndarray]:
-        """The report's result columns, one entry per row; unfinished rows say why."""
-        records = self._db.execute(
-            "SELECT e164, state, status, call_id, attempts, error FROM rows ORDER BY row").fetchall()
-        e164, state, status, call_id, attempts, error = (np.array(column, dtype=object) for column in zip(*records))
-        waiting = state == "pending"
-        status[waiting] = Status.NOT_ATTEMPTED
-        in_flight = state == "sending"
-        status[in_flight] = Status.UNKNOWN
-        error[in_flight & (error == "")] = "the run stopped while this call was being placed; run again to resolve it"
-        return {"phone_e164": e164, "status": status, "call_id": call_id,
-                "attempts": attempts.astype(str), "error": error}
+    def commit(self) -> None:
+        """Make every recorded outcome durable."""
+        if self._uncommitted:
+            self._db.execute("COMMIT")
+            self._uncommitted = False
+
+    def _write(self, sql: str, parameters: tuple[Any, ...]) -> None:
+        if not self._uncommitted:
+            self._db.execute("BEGIN")
+            self._uncommitted = True
+        self._db.execute(sql, parameters)
+
+    def results(self, chunk: int = 65536) -> dict[str, pd.Series]:
+        """The report's result columns, one entry per row; unfinished rows say why.
+
+        Read ``chunk`` rows at a time into Arrow arrays, so that a million rows stay small."""
+        self.commit()
+        cursor = self._db.execute(
+            "SELECT e164, CASE state WHEN 'pending' THEN ? WHEN 'sending' THEN ? ELSE status END, call_id, "
+            "CAST(attempts AS TEXT), CASE WHEN state = 'sending' AND error = '' THEN ? ELSE error END "
+            "FROM rows ORDER BY row",
+            (Status.NOT_ATTEMPTED, Status.UNKNOWN, _STOPPED_WHILE_SENDING))
+        columns: list[list[pa.Array]] = [[] for _ in RESULT_COLUMNS]
+        while records := cursor.fetchmany(chunk):
+            for index, values in enumerate(zip(*records)):
+                columns[index].append(pa.array(values, type=pa.string()))
+        return {name: pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array(parts, type=pa.string())))
+                for name, parts in zip(RESULT_COLUMNS, columns)}
 
     def close(self) -> None:
+        self.commit()
         self._db.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        """BEGIN ... COMMIT, or ROLLBACK on error (the connection is otherwise in autocommit)."""
+        """BEGIN ... COMMIT, or ROLLBACK on error, after committing what was recorded before."""
+        self.commit()
         self._db.execute("BEGIN")
         try:
             yield

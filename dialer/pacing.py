@@ -2,10 +2,12 @@
 
 Two parts, each doing what it is good at:
 - an ``aiolimiter.AsyncLimiter`` drips permits at ``rate / (1 + margin)`` per second from a small
-  bucket (1/50 s of traffic), so requests go out evenly instead of in bursts;
-- a sliding-window log of the last ``rate`` send times enforces the hard bound: a request may
-  leave only when the ``rate``-th previous one left at least ``1 + margin`` seconds ago. This
-  also removes the leaky bucket's first-second burst, which alone lets about ``2 * rate`` through.
+  bucket (1/50 s of traffic) that starts full, so requests go out evenly, without a first burst;
+- a sliding-window log enforces the hard bound. It holds the time each request actually left
+  (``Permit.sent``, called when its headers are written), not the time it was allowed to: a
+  request that waits for a connection or a slow event loop still counts from when the provider
+  can see it. A permit not yet sent counts as in the window. A new permit is granted only while
+  fewer than ``rate`` requests have left, or may leave, within the last ``1 + margin`` seconds.
 
 ``margin`` (default 10 ms) absorbs network jitter between our clock and the provider's.
 Time is the event loop's (``loop.time()``), so tests run this on a virtual-time loop.
@@ -19,13 +21,30 @@ from collections import deque
 
 from aiolimiter import AsyncLimiter
 
-__all__ = ["Pacer"]
+__all__ = ["Pacer", "Permit"]
+
+
+class Permit:
+    """One request's place in the window: call ``sent()`` when it leaves (later calls are ignored)."""
+
+    __slots__ = ("sent_at", "_pacer")
+
+    def __init__(self, pacer: Pacer | None) -> None:
+        self.sent_at: float | None = None
+        self._pacer = pacer
+
+    def sent(self) -> None:
+        if self.sent_at is None:
+            self.sent_at = asyncio.get_running_loop().time()
+            if self._pacer is not None:
+                self._pacer._settled.set()
 
 
 class Pacer:
-    """``await pacer.acquire()`` before each request; ``rate=None`` means unlimited."""
+    """``permit = await pacer.acquire()`` before each request, ``permit.sent()`` as it leaves;
+    ``rate=None`` means unlimited."""
 
-    __slots__ = ("rate", "margin", "_limiter", "_sent", "_lock", "_window", "_started")
+    __slots__ = ("rate", "margin", "_limiter", "_log", "_capacity", "_lock", "_settled", "_window", "_started")
 
     def __init__(self, rate: float | None, *, margin: float = 0.01) -> None:
         if rate is not None and rate <= 0:
@@ -34,32 +53,43 @@ class Pacer:
         self.margin = margin
         self._window = 1.0 + margin
         self._lock = asyncio.Lock()
+        self._settled = asyncio.Event()
         self._started = False
+        self._log: deque[Permit] = deque()
+        self._capacity = max(1, math.floor(rate)) if rate is not None else 0
         if rate is None:
             self._limiter = None
-            self._sent: deque[float] = deque()
             return
         bucket = max(1.0, rate / 50)
         self._limiter = AsyncLimiter(bucket, bucket * self._window / rate)
-        self._sent = deque(maxlen=max(1, math.floor(rate)))
 
     def __repr__(self) -> str:
         if self.rate is None:
             return "Pacer(rate=None)"
         return f"Pacer(rate={self.rate:g}/s, margin={self.margin * 1000:g} ms)"
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> Permit:
         """Wait until one more request may leave without breaking the rate."""
         if self._limiter is None:
-            return
+            return Permit(None)
         if not self._started:  # start with a full bucket: no burst at the start
             self._started = True
             await self._limiter.acquire(self._limiter.max_rate)
         await self._limiter.acquire()
         async with self._lock:
             loop = asyncio.get_running_loop()
-            if len(self._sent) == self._sent.maxlen:
-                wait = self._sent[0] + self._window - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-            self._sent.append(loop.time())
+            while True:
+                horizon = loop.time() - self._window
+                while self._log and self._log[0].sent_at is not None and self._log[0].sent_at <= horizon:
+                    self._log.popleft()
+                if len(self._log) < self._capacity:
+                    break
+                oldest = self._log[0].sent_at
+                if oldest is None:  # the oldest has not left yet: wait until some request does
+                    self._settled.clear()
+                    await self._settled.wait()
+                else:
+                    await asyncio.sleep(oldest - horizon)
+            permit = Permit(self)
+            self._log.append(permit)
+            return permit

@@ -68,16 +68,16 @@ class Plan:
         return np.flatnonzero(self.status == Status.READY)
 
 
-def count_statuses(status: np.ndarray) -> Counter[str]:
+def count_statuses(status: np.ndarray | pd.Series) -> Counter[str]:
     """How many rows have each status."""
-    values, counts = np.unique(status.astype(str), return_counts=True)
-    return Counter(dict(zip(values.tolist(), counts.tolist())))
+    return Counter(pd.Series(status, dtype="str").value_counts().to_dict())
 
 
-def top_reasons(status: np.ndarray, error: np.ndarray, *, of: str = Status.INVALID,
+def top_reasons(status: np.ndarray | pd.Series, error: np.ndarray | pd.Series, *, of: str = Status.INVALID,
                 limit: int = 5) -> list[tuple[str, int]]:
     """The most common ``error`` texts among rows whose status is ``of``."""
-    return list(pd.Series(error[status == of]).value_counts().head(limit).items())
+    errors = pd.Series(error, dtype="str")
+    return list(errors[(pd.Series(status, dtype="str") == of).to_numpy()].value_counts().head(limit).items())
 
 
 def plan_contacts(contacts: Contacts, region: str) -> Plan:

@@ -39,7 +39,7 @@ def result_headers(input_header: Sequence[str]) -> list[str]:
     return [f"dialer_{name}" if name in taken else name for name in RESULT_COLUMNS]
 
 
-def write_report(contacts: Contacts, results: Mapping[str, np.ndarray | Sequence[str]],
+def write_report(contacts: Contacts, results: Mapping[str, pd.Series | np.ndarray | Sequence[str]],
                  out: str | Path) -> Path:
     """Write ``contacts`` plus ``results`` (one array per name in ``RESULT_COLUMNS``) to ``out``."""
     out = Path(out)
@@ -48,10 +48,10 @@ def write_report(contacts: Contacts, results: Mapping[str, np.ndarray | Sequence
         raise ValueError(f"results lack the columns {missing}")
     columns = [pa.array(contacts.frame[i], type=pa.string()) for i in range(len(contacts.header))]
     for name in RESULT_COLUMNS:
-        column = np.asarray(results[name], dtype=object)
+        column = results[name]
         if len(column) != len(contacts):
             raise ValueError(f"{name} has {len(column)} values for {len(contacts)} rows")
-        text = pd.Series(column.astype(str), dtype="str")
+        text = pd.Series(column, dtype="str")
         if name in _OUTSIDE_TEXT:
             text = neutralize_formulas(text)
         columns.append(pa.array(text, type=pa.string()))

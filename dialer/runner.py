@@ -17,7 +17,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
 import numpy as np
 
 from dialer.campaign import Campaign
@@ -28,6 +27,7 @@ from dialer.journal import Journal, fingerprint, journal_path
 from dialer.pacing import Pacer
 from dialer.plan import Plan, Status, count_statuses, plan_contacts, top_reasons
 from dialer.providers import PROVIDERS, Provider
+from dialer.providers.base import client_session
 from dialer.report import write_report
 from dialer.retry import RetryPolicy
 from dialer.sandbox import Sandbox, SandboxConfig
@@ -181,9 +181,7 @@ async def _dispatch(campaign: Campaign, calls: CallFactory, journal: Journal, re
         provider_class = PROVIDERS[campaign.provider]
         provider: Provider = provider_class(base_url=base_url or provider_class.default_base_url,
                                             api_key=api_key, agent_id=campaign.agent_id)
-        session = await stack.enter_async_context(aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=campaign.concurrency, limit_per_host=campaign.concurrency),
-            timeout=aiohttp.ClientTimeout(total=None, connect=15, sock_connect=10, sock_read=30)))
+        session = await stack.enter_async_context(client_session(campaign.concurrency))
         window = WindowPolicy(campaign.window, campaign.on_outside_window) if campaign.window else None
         dispatcher = Dispatcher(
             provider, journal, calls, pacer=Pacer(campaign.rate), retry=retry, concurrency=campaign.concurrency,

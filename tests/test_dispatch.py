@@ -98,8 +98,10 @@ class FakeProvider(Provider):
     def classify(self, status: int, headers: Mapping[str, str], body: Any) -> Outcome:
         raise AssertionError("the fake provider sends nothing over HTTP")
 
-    async def place(self, session: Any, call: Call) -> Outcome:
+    async def place(self, session: Any, call: Call, *, on_sent: Callable[[], None] | None = None) -> Outcome:
         loop = asyncio.get_running_loop()
+        if on_sent is not None:
+            on_sent()  # the request leaves as it is received: no network in between
         self._in_flight += 1
         request = Received(call, loop.time(), self._in_flight, len(asyncio.all_tasks()))
         self.received.append(request)

@@ -28,7 +28,7 @@ def grant_times(rate: float | None, duration: float, acquirers: int = 64) -> lis
 
         async def acquirer() -> None:
             while True:
-                await pacer.acquire()
+                (await pacer.acquire()).sent()
                 now = loop.time()
                 if now >= duration:
                     return
@@ -95,6 +95,39 @@ def test_grants_are_evenly_spaced_from_the_first_one():
 def test_a_fractional_rate_below_one_is_honoured():
     # 0.5/s: one grant every 2.02 s (the limiter), not one per second (the window's floor of 1).
     assert grant_times(0.5, 10.0, acquirers=4) == pytest.approx([2.02, 4.04, 6.06, 8.08])
+
+
+def test_a_request_counts_from_when_it_left_not_from_when_it_was_allowed_to():
+    # rate 2: two permits granted at once; the first request leaves only 0.5 s later (a slow
+    # connection), so the third may leave only 1.01 s after that, not 1.01 s after the grant.
+    async def main() -> list[float]:
+        loop = asyncio.get_running_loop()
+        pacer = Pacer(2)
+        first = await pacer.acquire()
+        second = await pacer.acquire()
+        second.sent()
+        await asyncio.sleep(0.5)
+        first.sent()
+        third_granted = await pacer.acquire()
+        third_granted.sent()
+        return [first.sent_at, second.sent_at, third_granted.sent_at, loop.time()]
+
+    first, second, third, _ = run_virtual(main)
+    assert third - max(first, second) == pytest.approx(1.01, abs=1e-5)
+
+
+def test_a_permit_never_sent_holds_its_place_until_it_is():
+    async def main() -> bool:
+        pacer = Pacer(1)
+        held = await pacer.acquire()
+        waiter = asyncio.ensure_future(pacer.acquire())
+        await asyncio.sleep(5)
+        blocked = not waiter.done()
+        held.sent()
+        (await waiter).sent()
+        return blocked
+
+    assert run_virtual(main) is True
 
 
 def test_unlimited_pacer_never_waits():

@@ -24,13 +24,14 @@ import json
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import aiohttp
 
-__all__ = ["Kind", "Outcome", "Call", "Provider", "parse_retry_after", "snake_case", "MAX_BODY_BYTES"]
+__all__ = ["Kind", "Outcome", "Call", "Provider", "client_session", "parse_retry_after", "snake_case",
+           "MAX_BODY_BYTES"]
 
 MAX_BODY_BYTES = 1 << 20
 """Read at most this much of a response; anything longer is not an answer we can trust."""
@@ -124,11 +125,15 @@ class Provider(ABC):
     def classify(self, status: int, headers: Mapping[str, str], body: Any) -> Outcome:
         """The outcome of an HTTP answer; ``body`` is parsed JSON, or ``None`` if it was not JSON."""
 
-    async def place(self, session: aiohttp.ClientSession, call: Call) -> Outcome:
-        """Send one request and classify whatever happens; never raises for transport trouble."""
+    async def place(self, session: aiohttp.ClientSession, call: Call, *,
+                    on_sent: Callable[[], None] | None = None) -> Outcome:
+        """Send one request and classify whatever happens; never raises for transport trouble.
+
+        ``on_sent`` is called as the request's headers are written, on a session made by
+        ``client_session`` (the pacer counts the request from then)."""
         url, body = self.request(call)
         try:
-            async with session.post(url, json=body, headers=self._headers) as response:
+            async with session.post(url, json=body, headers=self._headers, trace_request_ctx=on_sent) as response:
                 raw = await response.content.read(MAX_BODY_BYTES + 1)
                 return self._redacted(self.classify(response.status, response.headers, _json_or_none(raw)))
         except aiohttp.ConnectionTimeoutError:
@@ -157,6 +162,24 @@ class Provider(ABC):
         if status == 503:
             return Outcome(Kind.RETRY_SAFE, "provider unavailable (503)")
         return Outcome(Kind.AMBIGUOUS, f"provider error ({status}); the call may or may not exist")
+
+
+def client_session(concurrency: int) -> aiohttp.ClientSession:
+    """The one HTTP session of a run: ``concurrency`` connections at most, timeouts that separate
+    "could not connect" (nothing sent) from "no answer" (maybe acted on), and a hook that tells
+    ``place``'s ``on_sent`` when a request's headers leave."""
+    tracing = aiohttp.TraceConfig()
+    tracing.on_request_headers_sent.append(_headers_sent)
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency),
+        timeout=aiohttp.ClientTimeout(total=None, connect=15, sock_connect=10, sock_read=30),
+        trace_configs=[tracing])
+
+
+async def _headers_sent(session: aiohttp.ClientSession, context: Any, params: Any) -> None:
+    on_sent = context.trace_request_ctx
+    if callable(on_sent):
+        on_sent()
 
 
 def _json_or_none(raw: bytes) -> Any:
