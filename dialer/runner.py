@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import secrets
 import signal
 import time
@@ -83,9 +84,12 @@ def run_campaign(campaign: Campaign, *, api_key: str | None = None,
             journal.resend_unknown()
         for numbers, status, reason in suppressions:
             journal.suppress(numbers, status, reason, wall_clock())
+        gc.collect()
+        gc.freeze()  # what is loaded stays: spare the dispatch loop long collections of it
         try:
             dispatched = asyncio.run(_dispatch(campaign, calls, journal, retry, api_key, on_progress, wall_clock))
         finally:  # whatever happened, the report says where every row stands
+            gc.unfreeze()
             results = journal.results()
             report = _write(contacts, results, campaign.out)
     finally:
