@@ -204,6 +204,10 @@ class Dispatcher:
     async def _attempt(self, session: aiohttp.ClientSession, row: PendingRow) -> bool:
         """Try ``row`` once; return True if it was put back to be retried later."""
         loop = asyncio.get_running_loop()
+        if row.in_doubt and not self._may_replay(row):
+            self._finish(row, Status.UNKNOWN, error="an earlier request may have created this call, and it "
+                                                    "cannot be replayed safely now", now=self.wall_clock())
+            return False
         call = self.make_call(row)
         if self.window is not None:
             now = self.wall_clock()
@@ -211,7 +215,7 @@ class Dispatcher:
                                           self.make_call.zone_cell(row.row))
             if decision.action == "skip":
                 self.journal.defer(row.row, Status.OUTSIDE_WINDOW, decision.reason, now)
-                self._count(Status.OUTSIDE_WINDOW)
+                self._count(Status.UNKNOWN if row.in_doubt else Status.OUTSIDE_WINDOW)
                 return False
             if decision.action == "wait":
                 self.journal.postpone(row.row, decision.until.timestamp(), decision.reason, now)
@@ -228,7 +232,9 @@ class Dispatcher:
         if self.stopping:
             return False  # not sent: the row stays as the journal has it
         now = self.wall_clock()
-        self.journal.mark_sending(row.row, call.idempotency_key, now)
+        if not self.journal.mark_sending(row.row, call.idempotency_key, now, attempts=row.attempts):
+            permit.sent()
+            return False  # a stale copy: the row was sent or settled since it was read
         self.result.sent += 1
         try:
             outcome = await self.provider.place(session, call, on_sent=permit.sent)
@@ -264,14 +270,19 @@ class Dispatcher:
                 "run the same command again later")
             self.stop()
             return False
+        in_doubt = row.in_doubt or outcome.kind is Kind.AMBIGUOUS
         if delay is None:
-            if outcome.kind is Kind.RETRY_SAFE:  # nothing was created: a later run tries again
-                tries = f"{attempts} attempt{'' if attempts == 1 else 's'}"
+            tries = f"{attempts} attempt{'' if attempts == 1 else 's'}"
+            if outcome.kind is Kind.AMBIGUOUS:
+                self._finish(row, Status.UNKNOWN, error=outcome.message, now=now)
+            elif in_doubt:
+                self._finish(row, Status.UNKNOWN, error=f"gave up after {tries}: {outcome.message}; "
+                                                        "an earlier request may have created the call", now=now)
+            else:  # nothing was created: a later run tries again
+                self.journal.mark_pending(row.row, outcome.message, now)
                 self.journal.defer(row.row, Status.FAILED, f"gave up after {tries}: {outcome.message}; "
                                                            "nothing was created, a re-run tries again", now)
                 self._count(Status.FAILED)
-            else:
-                self._finish(row, Status.UNKNOWN, error=outcome.message, now=now)
             return False
         if outcome.kind is Kind.RETRY_SAFE:
             self.journal.mark_pending(row.row, outcome.message, now)
@@ -280,8 +291,13 @@ class Dispatcher:
             self._paused_until = max(self._paused_until, loop_now + delay)
         self.result.retries += 1
         heapq.heappush(self._retries, _Retry(loop_now + delay, next(self._order),
-                                             PendingRow(row.row, row.e164, attempts, first_sent)))
+                                             PendingRow(row.row, row.e164, attempts, first_sent, in_doubt)))
         return True
+
+    def _may_replay(self, row: PendingRow) -> bool:
+        """Whether re-sending a row that may already have been called is harmless now."""
+        age = self.wall_clock() - (row.first_sent or 0.0)
+        return self.provider.replay_safe and age < self.retry.replay_window
 
     def _finish(self, row: PendingRow, status: str, *, call_id: str = "", error: str = "", now: float) -> None:
         self.journal.finish(row.row, status, call_id=call_id, error=error, now=now)

@@ -2,17 +2,21 @@
 
 One row per input row. ``state`` moves ``pending -> sending -> done`` (or back to ``pending``
 when a request provably created nothing). ``deferred`` rows were left for a later run (outside
-the calling window); the next run puts them back in the queue. A ``pending`` row may carry a
-``not_before`` time (waiting for its calling window). A row is committed as ``sending`` *before* its
-request leaves, so after a crash the rows that may have been called are exactly the rows left
-``sending``; ``recover`` resolves them by the provider's rules: re-send with the same
-idempotency key where a replay is harmless and the key is still remembered, else ``unknown``.
+the calling window, or given up on); the next run puts them back in the queue. A ``pending`` row
+may carry a ``not_before`` time (waiting for its calling window).
 
-``mark_sending`` commits at once, together with any outcomes recorded since the last commit
-(WAL, ``synchronous=NORMAL``: a ``kill -9`` loses nothing that reached the operating system).
-Outcomes alone wait for that next commit, or for ``commit()``: a crash can lose only the record
-of an outcome, and the row is then ``sending``, which ``recover`` makes safe (a replay with the
-same key, or ``unknown``).
+A row is committed as ``sending`` *before* its request leaves. A row that was ``sending`` and
+got no definite answer may have been called: it is ``in_doubt`` from then on, whatever happens
+to later requests for it, until a definite answer (created, 409, rejected) settles it. An
+in-doubt row is only ever sent again as a replay with the same idempotency key while the
+provider still remembers it (``recover`` and the dispatcher check its age), and it is never
+reported as not called (``results`` says ``unknown``).
+
+``mark_sending`` is a claim: it succeeds only if the row was not sent since it was read, so a
+stale copy of a row can never be sent. It commits at once, together with any outcomes recorded
+since the last commit (WAL, ``synchronous=NORMAL``: a ``kill -9`` loses nothing that reached the
+operating system). Outcomes alone wait for that next commit, or for ``commit()``: a crash can
+lose only the record of an outcome, and the row is then ``sending``, which ``recover`` makes safe.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ CREATE TABLE IF NOT EXISTS rows (
     error TEXT NOT NULL DEFAULT '',
     idempotency_key TEXT NOT NULL DEFAULT '',
     first_sent REAL,             -- wall-clock time of the first request for this row
+    in_doubt INTEGER NOT NULL DEFAULT 0,  -- 1: a request for it may have created a call
     not_before REAL,             -- a pending row is not sent before this wall-clock time
     updated REAL
 );
@@ -55,7 +60,9 @@ CREATE INDEX IF NOT EXISTS rows_open ON rows(row) WHERE state IN ('pending', 'se
 """
 
 
-_STOPPED_WHILE_SENDING = "the run stopped while this call was being placed; run again to resolve it"
+_UNSETTLED = "(state = 'sending' OR (in_doubt AND state IN ('pending', 'deferred')))"
+_STOPPED_WHILE_SENDING = ("a request for this row may have created a call, and the run stopped before "
+                          "that was settled; run again to resolve it")
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class PendingRow:
     e164: str
     attempts: int
     first_sent: float | None
+    in_doubt: bool = False
 
 
 def journal_path(report: Path) -> Path:
@@ -130,39 +138,48 @@ class Journal:
         self.is_new = False
 
     def recover(self, *, replay_safe: bool, now: float, replay_window: float) -> int:
-        """Put deferred rows back in the queue, and resolve rows a crash left ``sending``; return
-        how many became ``unknown``.
+        """Put deferred rows back in the queue, and resolve rows that may have been called;
+        return how many became ``unknown``.
 
-        Where a replay is harmless and the key is still remembered they go back to ``pending``
-        (the next request carries the same key), else they become ``unknown``.
+        Rows a crash left ``sending`` are in doubt. An in-doubt row goes back to ``pending``
+        (its next request is a replay with the same key) only where a replay is harmless and the
+        key is still remembered; else it becomes ``unknown``.
         """
         with self._transaction():
-            self._db.execute("UPDATE rows SET state = 'pending', status = '', error = '' WHERE state = 'deferred'")
+            self._db.execute("UPDATE rows SET in_doubt = 1 WHERE state = 'sending'")
+            self._db.execute("UPDATE rows SET state = 'pending', status = '', error = '' "
+                             "WHERE state = 'deferred' AND in_doubt = 0")
             if replay_safe:
-                self._db.execute("UPDATE rows SET state = 'pending' WHERE state = 'sending' AND first_sent > ?",
+                self._db.execute("UPDATE rows SET state = 'pending', status = '' WHERE in_doubt = 1 "
+                                 "AND state IN ('sending', 'pending', 'deferred') AND first_sent > ?",
                                  (now - replay_window,))
             cursor = self._db.execute(
-                "UPDATE rows SET state = 'done', status = ?, error = ?, updated = ? WHERE state = 'sending'",
-                (Status.UNKNOWN, "the run stopped while this call was being placed; it may or may not "
-                                 "exist (--resend-unknown sends it again)", now))
+                "UPDATE rows SET state = 'done', status = ?, error = ?, updated = ? "
+                "WHERE in_doubt = 1 AND state IN ('sending', 'pending', 'deferred') "
+                "AND NOT (? AND first_sent > ?)",
+                (Status.UNKNOWN, "a request for this row may have created a call; it may or may not exist "
+                                 "(--resend-unknown sends it again)", now, replay_safe, now - replay_window))
         return cursor.rowcount
 
     def suppress(self, numbers: Iterable[str], status: str, reason: str, now: float) -> int:
-        """Mark the rows still to call whose number is in ``numbers`` as ``status``; return how many."""
+        """Mark the rows still to call whose number is in ``numbers`` as ``status``; return how many.
+        Rows that may already have been called become ``unknown`` instead, and are not sent either."""
         with self._transaction():
             self._db.execute("CREATE TEMP TABLE IF NOT EXISTS suppressed (e164 TEXT PRIMARY KEY)")
             self._db.execute("DELETE FROM suppressed")
             self._db.executemany("INSERT OR IGNORE INTO suppressed VALUES (?)", ((n,) for n in numbers))
-            cursor = self._db.execute(
-                "UPDATE rows SET state = 'done', status = ?, error = ?, updated = ? "
-                "WHERE state IN ('pending', 'deferred') AND e164 IN (SELECT e164 FROM suppressed)",
-                (status, reason, now))
+            matching = "state IN ('pending', 'deferred') AND e164 IN (SELECT e164 FROM suppressed)"
+            self._db.execute(f"UPDATE rows SET state = 'done', status = ?, error = ?, updated = ? "
+                             f"WHERE in_doubt = 1 AND {matching}",
+                             (Status.UNKNOWN, f"may have been called before it was suppressed ({reason})", now))
+            cursor = self._db.execute(f"UPDATE rows SET state = 'done', status = ?, error = ?, updated = ? "
+                                      f"WHERE in_doubt = 0 AND {matching}", (status, reason, now))
         return cursor.rowcount
 
     def resend_unknown(self) -> int:
         """Put ``unknown`` rows back in the queue; return how many."""
         with self._transaction():
-            cursor = self._db.execute("UPDATE rows SET state = 'pending', status = '', error = '' "
+            cursor = self._db.execute("UPDATE rows SET state = 'pending', status = '', error = '', in_doubt = 0 "
                                       "WHERE state = 'done' AND status = ?", (Status.UNKNOWN,))
         return cursor.rowcount
 
@@ -174,12 +191,12 @@ class Journal:
         after = -1
         while True:
             batch = self._db.execute(
-                "SELECT row, e164, attempts, first_sent FROM rows WHERE state = 'pending' AND row > ? "
+                "SELECT row, e164, attempts, first_sent, in_doubt FROM rows WHERE state = 'pending' AND row > ? "
                 "AND (not_before IS NULL OR not_before <= ?) ORDER BY row LIMIT ?", (after, now, chunk)).fetchall()
             if not batch:
                 return
-            for record in batch:
-                yield PendingRow(*record)
+            for row, e164, attempts, first_sent, in_doubt in batch:
+                yield PendingRow(row, e164, attempts, first_sent, bool(in_doubt))
             after = batch[-1][0]
 
     def next_due(self, after: float) -> float | None:
@@ -192,25 +209,33 @@ class Journal:
         self._write("UPDATE rows SET not_before = ?, error = ?, updated = ? WHERE row = ?", (until, reason, now, row))
 
     def defer(self, row: int, status: str, reason: str, now: float) -> None:
-        """Leave ``row`` for a later run; this run reports it as ``status``."""
-        self._write("UPDATE rows SET state = 'deferred', status = ?, error = ?, updated = ? WHERE row = ?",
-                    (status, reason, now, row))
+        """Leave ``row`` for a later run; this run reports it as ``status`` (``unknown`` if it was
+        being replayed: a request for it may have created a call)."""
+        self._write("UPDATE rows SET in_doubt = in_doubt OR state = 'sending', state = 'deferred', status = ?, "
+                    "error = ?, updated = ? WHERE row = ?", (status, reason, now, row))
 
-    def mark_sending(self, row: int, idempotency_key: str, now: float) -> None:
-        """Record that a request for ``row`` is about to leave, and commit (before it does)."""
-        self._write("UPDATE rows SET state = 'sending', attempts = attempts + 1, idempotency_key = ?, "
-                    "first_sent = COALESCE(first_sent, ?), not_before = NULL, updated = ? WHERE row = ?",
-                    (idempotency_key, now, now, row))
+    def mark_sending(self, row: int, idempotency_key: str, now: float, *, attempts: int | None = None) -> bool:
+        """Claim ``row`` for a request about to leave, and commit (before it does).
+
+        With ``attempts`` (as read with the row), the claim fails, and ``False`` is returned, if
+        the row was sent or settled since: the caller holds a stale copy and must not send it.
+        A row still ``sending`` had no definite answer: from now on it is in doubt."""
+        cursor = self._write(
+            "UPDATE rows SET in_doubt = in_doubt OR state = 'sending', state = 'sending', attempts = attempts + 1, "
+            "idempotency_key = ?, first_sent = COALESCE(first_sent, ?), not_before = NULL, updated = ? "
+            "WHERE row = ? AND state IN ('pending', 'sending') AND (? IS NULL OR attempts = ?)",
+            (idempotency_key, now, now, row, attempts, attempts))
         self.commit()
+        return cursor.rowcount == 1
 
     def mark_pending(self, row: int, error: str, now: float) -> None:
         """The last request for ``row`` provably created nothing; it may be sent again."""
         self._write("UPDATE rows SET state = 'pending', error = ?, updated = ? WHERE row = ?", (error, now, row))
 
     def finish(self, row: int, status: str, *, call_id: str = "", error: str = "", now: float) -> None:
-        """Record the final status of ``row``."""
-        self._write("UPDATE rows SET state = 'done', status = ?, call_id = ?, error = ?, updated = ? WHERE row = ?",
-                    (status, call_id, error, now, row))
+        """Record the final status of ``row``; any status but ``unknown`` settles a doubt."""
+        self._write("UPDATE rows SET state = 'done', status = ?, call_id = ?, error = ?, updated = ?, "
+                    "in_doubt = in_doubt AND ? WHERE row = ?", (status, call_id, error, now, status == Status.UNKNOWN, row))
 
     def commit(self) -> None:
         """Make every recorded outcome durable."""
@@ -218,11 +243,11 @@ class Journal:
             self._db.execute("COMMIT")
             self._uncommitted = False
 
-    def _write(self, sql: str, parameters: tuple[Any, ...]) -> None:
+    def _write(self, sql: str, parameters: tuple[Any, ...]) -> sqlite3.Cursor:
         if not self._uncommitted:
             self._db.execute("BEGIN")
             self._uncommitted = True
-        self._db.execute(sql, parameters)
+        return self._db.execute(sql, parameters)
 
     def results(self, chunk: int = 65536) -> dict[str, pd.Series]:
         """The report's result columns, one entry per row; unfinished rows say why.
@@ -230,10 +255,9 @@ class Journal:
         Read ``chunk`` rows at a time into Arrow arrays, so that a million rows stay small."""
         self.commit()
         cursor = self._db.execute(
-            "SELECT e164, CASE state WHEN 'pending' THEN ? WHEN 'sending' THEN ? ELSE status END, call_id, "
-            "CAST(attempts AS TEXT), CASE WHEN state = 'sending' AND error = '' THEN ? ELSE error END "
-            "FROM rows ORDER BY row",
-            (Status.NOT_ATTEMPTED, Status.UNKNOWN, _STOPPED_WHILE_SENDING))
+            f"SELECT e164, CASE WHEN {_UNSETTLED} THEN ? WHEN state = 'pending' THEN ? ELSE status END, call_id, "
+            f"CAST(attempts AS TEXT), CASE WHEN {_UNSETTLED} THEN ? ELSE error END FROM rows ORDER BY row",
+            (Status.UNKNOWN, Status.NOT_ATTEMPTED, _STOPPED_WHILE_SENDING))
         columns: list[list[pa.Array]] = [[] for _ in RESULT_COLUMNS]
         while records := cursor.fetchmany(chunk):
             for index, values in enumerate(zip(*records)):

@@ -81,7 +81,8 @@ def test_results_say_what_became_of_every_row(journal):
     assert results["call_id"].tolist() == ["c-1", "", "", "", ""]
     assert results["attempts"].tolist() == ["1", "0", "1", "0", "0"]
     assert results["error"].tolist() == [
-        "", "not a phone number", "the run stopped while this call was being placed; run again to resolve it",
+        "", "not a phone number", "a request for this row may have created a call, and the run stopped before "
+                                  "that was settled; run again to resolve it",
         "same number as row 2", ""]
 
 
