@@ -53,6 +53,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load import write_contacts  # noqa: E402  (bench/load.py)
 
+from dialer.sandbox import max_per_second  # noqa: E402
+
 PYTHON = sys.executable
 PACING_RATES = (10.0, 200.0, 2000.0)
 VALID_SHARE = 0.9  # write_contacts rows that are valid and not duplicates (about 0.93)
@@ -177,17 +179,6 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float, every: 
 # --- figures from arrival times --------------------------------------------------------------
 
 
-def worst_window(arrivals: list[float]) -> int:
-    """The most arrivals within any 1-s window (latest minus earliest < 1 s), as the sandbox counts."""
-    times = sorted(arrivals)
-    best = first = 0
-    for last, at in enumerate(times):
-        while at - times[first] >= 1.0:
-            first += 1
-        best = max(best, last - first + 1)
-    return best
-
-
 def steady_rate(arrivals: list[float], trim: float = 1.0) -> float:
     """Arrivals per second between the first and last arrival, ``trim`` s cut off at each end."""
     times = sorted(arrivals)
@@ -276,7 +267,7 @@ def bench_pacing(bench: Bench, seconds: float) -> None:
             run_cli(cli_command(bench.contacts(rows), bench.out(name), sandbox.url, f"{rate:g}", CONCURRENCY),
                     bench.token, bench.log(name))
             arrivals = sandbox.stats()["arrivals"]
-        worst, achieved = worst_window(arrivals) / rate, steady_rate(arrivals) / rate
+        worst, achieved = max_per_second(arrivals) / rate, steady_rate(arrivals) / rate
         gap = longest_gap(arrivals)
         bench.figures[f"pacing_{rate:g}"] = {"requests": len(arrivals), "worst_window_over_r": round(worst, 4),
                                              "achieved_over_r": round(achieved, 4), "longest_gap_ms": round(gap * 1000),
@@ -383,7 +374,7 @@ def bench_latency(bench: Bench, seconds: float, rate: float = 200.0, delay: floa
         arrivals = sandbox.stats()["arrivals"]
     achieved = steady_rate(arrivals) / rate
     bench.figures["latency"] = {"requests": len(arrivals), "achieved_over_r": round(achieved, 4),
-                                "worst_window_over_r": round(worst_window(arrivals) / rate, 4)}
+                                "worst_window_over_r": round(max_per_second(arrivals) / rate, 4)}
     bench.rows.append(Row(f"delay {delay} s, R={rate:g}: achieved / R", achieved, "", ">= 0.95", achieved >= 0.95))
 
 

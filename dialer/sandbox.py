@@ -62,7 +62,7 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["SandboxConfig", "Sandbox", "SandboxThread", "serve"]
+__all__ = ["SandboxConfig", "Sandbox", "SandboxThread", "serve", "max_per_second"]
 
 _FORMANT_PATH = "/v1/call"
 _AGENTS_PATH = "/api/v1/global/agents/call"
@@ -260,7 +260,7 @@ class Sandbox:
             "created": len(self.calls),
             "responses": {str(status): n for status, n in sorted(self._responses.items())},
             "faults": dict(self._faults),
-            "max_requests_per_second": _max_per_second(self._arrivals),
+            "max_requests_per_second": max_per_second(self._arrivals),
             "arrivals": self._arrivals,
         })
 
@@ -352,7 +352,7 @@ def _parse_agents(raw: bytes, agents: Mapping[int, bool]) -> dict[str, Any]:
             "scheduled_for": None}
 
 
-def _max_per_second(arrivals: list[float]) -> int:
+def max_per_second(arrivals: list[float]) -> int:
     """The most arrivals within any 1-second window (latest minus earliest < 1 s)."""
     times = sorted(arrivals)
     best = first = 0
