@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow
+
 from dialer.campaign import Campaign
 from dialer.dispatch import DispatchResult
 from dialer.errors import DialerError
@@ -81,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dialer`` command; returns the exit code."""
     args = _parser().parse_args(argv)
+    # Arrow's default allocator keeps what it freed: with the system one, memory follows the data.
+    pyarrow.set_memory_pool(pyarrow.system_memory_pool())
     try:
         if args.command == "sandbox":
             return _sandbox(args)

@@ -25,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 import phonenumbers
+import pyarrow as pa
 from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumberFormat
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, ValidationResult
 
@@ -136,8 +137,9 @@ _NON_GEO_CODES = frozenset(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS)
 
 def normalize_phones(raw: pd.Series, region: str) -> Normalization:
     """Normalize a column of cells; each distinct cell is normalized once."""
-    codes, uniques = pd.factorize(raw.astype(str), sort=False)
-    distinct = pd.Series(uniques, dtype="str")
+    encoded = pa.chunked_array(pa.array(raw, type=pa.string())).combine_chunks().dictionary_encode()
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    distinct = pd.Series(pd.arrays.ArrowStringArray(encoded.dictionary))
     e164 = _fast_e164(distinct, region)
     note = np.full(len(distinct), "", dtype=object)
     slow = np.flatnonzero(e164 == "")

@@ -85,7 +85,8 @@ def plan_contacts(contacts: Contacts, region: str) -> Plan:
     normalized = normalize_phones(contacts.phones, region)
     e164, error = normalized.e164, normalized.note.copy()
     valid = normalized.valid
-    status = np.where(valid, Status.READY, Status.INVALID).astype(object)
+    status = np.full(len(e164), Status.INVALID, dtype=object)  # one shared string per status, not one per row
+    status[valid] = Status.READY
 
     codes, _ = pd.factorize(e164)
     _, first_position = np.unique(codes, return_index=True)
