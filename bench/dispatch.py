@@ -89,7 +89,7 @@ class SandboxProcess:
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> SandboxProcess:
-        command = [PYTHON, "-m", "dialer", "sandbox", "--port", "0", "--token", self.token,
+        command = [PYTHON, "-m", "dialer", "sandbox", "--port", "0", f"--token={self.token}",
                    "--delay", str(self.delay)]
         with self.log.open("w") as log:
             self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
