@@ -15,9 +15,11 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
+import io
 import re
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -37,11 +39,12 @@ PHONE_HEADERS = (
 )
 _SAMPLE_BYTES = 64 * 1024
 
-MAX_COLUMNS = 16_384            # Excel's last column (XFD); pandas needs seconds per 100,000 columns
-FREE_CELLS = 1_000_000          # cells any file may pad out to; beyond that, one cell per byte of file
+MAX_COLUMNS = 16_384            # Excel's last column (XFD); pandas takes 4 s per 100,000 columns
+FREE_CELLS = 1_000_000          # cells any file may pad out to; past that, one cell per byte of file,
+                                # as many as a file of that size with every row written out holds
 MAX_SHEET_ROWS = 1_048_576      # Excel's last row
-MAX_XLSX_BYTES = 1 << 30        # uncompressed; a sheet filled to Excel's last row is a few hundred MB
-MAX_XLSX_RATIO = 100            # real workbook parts inflate 2-30 fold, zip bombs about 1000 fold
+MAX_XLSX_BYTES = 1 << 30        # inflated; Excel's last row, 7 columns of text: ~400 MB of XML
+MAX_XLSX_RATIO = 100            # real workbook parts inflate 2-30 fold; deflate bombs up to 1,000
 _RATIO_FREE_BYTES = 16 << 20    # parts smaller than this are cheap to parse whatever their ratio
 
 
@@ -214,45 +217,72 @@ def _sniff_delimiter(sample: str) -> str:
 
 
 def _header_width(path: Path, delimiter: str, encoding: str) -> int:
-    """The number of fields on the first line, read alone; refuse more than ``MAX_COLUMNS``."""
-    limit = MAX_COLUMNS * 1024
+    """The number of fields of the first record, read alone; refuse more than ``MAX_COLUMNS``."""
+    limit = MAX_COLUMNS * 1024  # characters; a kilobyte per column name is plenty
+    lines: list[str] = []
+    size = quotes = 0
     with path.open(encoding=encoding, errors="replace", newline="") as handle:
-        line = handle.readline(limit)
-    width = line.count(delimiter) + 1
+        while size < limit and (not lines or quotes % 2):  # an odd quote: the record goes on
+            line = handle.readline(limit - size)
+            if not line:
+                break
+            lines.append(line)
+            size, quotes = size + len(line), quotes + line.count('"')
+    text = "".join(lines)
+    try:
+        width = len(next(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), []))
+    except csv.Error:  # a header cell over the csv module's 128 KB limit
+        width = text.count(delimiter) + 1
     if width > MAX_COLUMNS:
-        try:
-            width = len(next(csv.reader([line], delimiter=delimiter)))  # quoted delimiters
-        except csv.Error:
-            pass
-    if width > MAX_COLUMNS:
-        count = f"at least {width:,}" if len(line) == limit else f"{width:,}"
-        raise InputError(f"{path}: the header row has {count} columns, more than the {MAX_COLUMNS:,} "
-                         "dialer reads (Excel's limit); delete the unused columns and save it again")
+        raise _too_wide(path, f"at least {width:,}" if size >= limit else f"{width:,}")
     return width
 
 
-def _too_sparse(path: Path, width: int, budget: int) -> InputError:
-    return InputError(f"{path}: its rows, padded to {width:,} columns, would make over {budget:,} "
-                      "mostly empty cells; delete the empty columns and rows and save it again")
+def _too_wide(path: Path, count: str, row: str = "the header row") -> InputError:
+    return InputError(f"{path}: {row} has {count} columns, more than the {MAX_COLUMNS:,} "
+                      "dialer reads (Excel's limit); delete the unused columns and save it again")
+
+
+def _too_sparse(path: Path, budget: int) -> InputError:
+    return InputError(f"{path}: its rows would make over {budget:,} cells, nearly all empty; "
+                      "delete the empty columns and rows and save it again")
 
 
 def _read_csv_as(path: Path, delimiter: str, encoding: str, width: int) -> pd.DataFrame:
-    # A full row costs at least a byte per cell, so only short rows padded out to a wide header
-    # can reach the budget; stop reading there instead of filling gigabytes with empty cells.
-    budget = FREE_CELLS + path.stat().st_size
+    # Short rows are padded out to the header's width, so a small file of short rows under a wide
+    # header could make billions of cells. A full row costs at least a byte per cell: when the
+    # line count allows more cells than FREE_CELLS plus one per byte, read no further than that
+    # (nrows costs pandas ~20%, hence the count first) and refuse the file if it goes on.
+    size = path.stat().st_size
+    budget = FREE_CELLS + size
+    most = None
+    if width * (size // 2 + 1) > budget and width * _count_lines(path) > budget:
+        most = budget // width + 1
     try:
         rows = pd.read_csv(path, sep=delimiter, header=None, dtype=str, keep_default_na=False,
                            na_filter=False, encoding=encoding, engine="c", quotechar='"',
-                           skip_blank_lines=True, nrows=budget // width + 1)
+                           skip_blank_lines=True, nrows=most)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     except pd.errors.ParserError as error:
         raise InputError(_explain_parser_error(path, str(error), delimiter)) from None
     except OSError as error:
         raise InputError(f"{path}: cannot read the file ({error}); check its permissions") from None
-    if rows.size > budget:
-        raise _too_sparse(path, rows.shape[1], budget)
+    if rows.shape[1] > MAX_COLUMNS:  # pandas read the header wider than the csv module did
+        raise _too_wide(path, f"{rows.shape[1]:,}")
+    if most is not None and len(rows) >= most:  # stopped short: refuse rather than drop rows
+        raise _too_sparse(path, budget)
     return rows
+
+
+def _count_lines(path: Path) -> int:
+    """At least the number of lines (pandas ends one at CR, LF or CRLF). Small reads: freeing
+    big ones raises glibc's mmap threshold, and with it the peak RSS of the load that follows."""
+    lines = 1
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 16):
+            lines += chunk.count(b"\n") + chunk.count(b"\r")
+    return lines
 
 
 def _explain_parser_error(path: Path, message: str, delimiter: str) -> str:
@@ -273,13 +303,13 @@ def _explain_parser_error(path: Path, message: str, delimiter: str) -> str:
 def _read_xlsx(path: Path, sheet: str | None) -> tuple[list[str], pd.DataFrame]:
     import openpyxl
 
+    budget = FREE_CELLS + _check_zip(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, TypeError) as error:
-        raise InputError(f"{path}: not a readable .xlsx workbook ({type(error).__name__}); "
-                         "open it in Excel and save it again as .xlsx") from None
+    except _XLSX_ERRORS as error:
+        raise _unreadable(path, error) from None
     try:
         if sheet is None:
             worksheet = book.worksheets[0]
@@ -288,26 +318,77 @@ def _read_xlsx(path: Path, sheet: str | None) -> tuple[list[str], pd.DataFrame]:
         else:
             names = ", ".join(repr(name) for name in book.sheetnames)
             raise InputError(f"{path}: no sheet named {sheet!r}; the sheets are: {names}")
-        rows = [row for row in _xlsx_rows(worksheet.iter_rows(values_only=True))]
+        if not hasattr(worksheet, "iter_rows"):
+            raise InputError(f"{path}: sheet {sheet!r} is a chart, not a table; name a sheet with --sheet")
+        worksheet.reset_dimensions()  # rows as long as their cells, whatever the stated used range
+        rows = list(_xlsx_rows(worksheet.iter_rows(values_only=True), path, budget))
+    except _XLSX_ERRORS as error:
+        raise _unreadable(path, error) from None
     finally:
         book.close()
     if not rows:
         return [], pd.DataFrame()
     width = max(len(row) for row in rows)
+    if len(rows) * width > budget:
+        raise _too_sparse(path, budget)
     padded = [row + [""] * (width - len(row)) for row in rows]
     header = padded[0]
     frame = pd.DataFrame(padded[1:], columns=range(width), dtype=str)
     return header, frame
 
 
-def _xlsx_rows(rows: Iterator[tuple[Any, ...]]) -> Iterator[list[str]]:
-    """Yield rows as text, trailing empty cells trimmed; blank rows are skipped."""
-    for row in rows:
-        cells = [_cell_text(value) for value in row]
-        while cells and cells[-1] == "":
-            cells.pop()
-        if cells:
-            yield cells
+# What openpyxl raises on a damaged workbook; SyntaxError is broken XML, from ElementTree or lxml.
+_XLSX_ERRORS = (zipfile.BadZipFile, zlib.error, KeyError, ValueError, TypeError, AttributeError,
+                IndexError, OSError, EOFError, SyntaxError)
+
+
+def _unreadable(path: Path, error: Exception) -> InputError:
+    return InputError(f"{path}: not a readable .xlsx workbook ({type(error).__name__}); "
+                      "open it in Excel and save it again as .xlsx")
+
+
+def _check_zip(path: Path) -> int:
+    """Refuse a zip bomb or an oversized workbook from the sizes in the zip's directory, before
+    inflating anything (Python's zipfile never inflates past them); return the inflated size."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            parts = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise _unreadable(path, error) from None
+    if "[Content_Types].xml" not in {part.filename for part in parts}:
+        raise InputError(f"{path}: a zip archive but not an .xlsx workbook; "
+                         "give the .xlsx file itself, or open it in Excel and save it as .xlsx")
+    for part in parts:
+        ratio = part.file_size / max(part.compress_size, 1)
+        if part.file_size > _RATIO_FREE_BYTES and ratio > MAX_XLSX_RATIO:
+            raise InputError(f"{path}: {part.filename} would inflate {ratio:,.0f}-fold to "
+                             f"{part.file_size / 1e6:,.0f} MB, like a zip bomb; "
+                             "open it in Excel and save it again as .xlsx")
+    total = sum(part.file_size for part in parts)
+    if total > MAX_XLSX_BYTES:
+        raise InputError(f"{path}: the workbook inflates to {total / 1e6:,.0f} MB, more than the "
+                         f"{MAX_XLSX_BYTES / 1e6:,.0f} MB dialer reads; save the contacts sheet as .csv")
+    return total
+
+
+def _xlsx_rows(rows: Iterator[tuple[Any, ...]], path: Path, budget: int) -> Iterator[list[str]]:
+    """Yield rows as text, trailing empty cells trimmed; blank rows are skipped. Stop at Excel's
+    last row, and when the cells read pass the budget."""
+    cells = 0
+    for number, row in enumerate(rows, 1):
+        if number > MAX_SHEET_ROWS:
+            raise InputError(f"{path}: the sheet goes past row {MAX_SHEET_ROWS:,}, Excel's last; "
+                             "open it in Excel and save it again as .xlsx")
+        if len(row) > MAX_COLUMNS:
+            raise _too_wide(path, f"{len(row):,}", f"row {number:,}")
+        cells += len(row)
+        if cells > budget:
+            raise _too_sparse(path, budget)
+        texts = ["" if value is None else _cell_text(value) for value in row]
+        while texts and texts[-1] == "":
+            texts.pop()
+        if texts:
+            yield texts
 
 
 def _cell_text(value: Any) -> str:
