@@ -19,6 +19,7 @@ from dialer.errors import UsageError
 from dialer.parameters import ParameterMap
 from dialer.phones import check_region
 from dialer.providers import PROVIDERS
+from dialer.sandbox import SandboxConfig
 from dialer.windows import CallingWindow
 
 if sys.version_info >= (3, 11):
@@ -85,6 +86,10 @@ class Campaign:
             raise UsageError(f"on_outside_window = {self.on_outside_window!r} should be one of: "
                              f"{', '.join(OUTSIDE_WINDOW_ACTIONS)}")
         object.__setattr__(self, "dnc", tuple(Path(p) for p in self.dnc))
+        try:
+            SandboxConfig(**self.sandbox)
+        except (TypeError, ValueError) as error:
+            raise UsageError(f"bad [sandbox] settings: {error}") from None
         object.__setattr__(self, "contacts", contacts)
         object.__setattr__(self, "out", out)
         object.__setattr__(self, "region", region)
@@ -136,6 +141,8 @@ class Campaign:
             if key in values:
                 values[key] = _relative(path, values[key])
         values["dnc"] = [_relative(path, name) for name in values.get("dnc", [])]
+        if "sandbox" in values:
+            values["sandbox"] = _read_table(path, values["sandbox"], _SANDBOX_KEYS, "sandbox.")
         if "parameters" in values:
             values["parameters"] = ParameterMap(**_read_table(path, values["parameters"], _PARAMETER_KEYS, "parameters."))
         if "window" in values:
@@ -170,6 +177,10 @@ _FILE_KEYS: _Schema = {
 _PARAMETER_KEYS: _Schema = {
     "columns": dict, "constants": dict, "include_other_columns": bool, "conversation_id_column": str,
     "retry_context": dict, "metadata": dict,
+}
+_SANDBOX_KEYS: _Schema = {
+    "rate": (int, float), "per_number": (int, float), "fail": (int, float), "reset": (int, float),
+    "lost": (int, float), "delay": (int, float), "seed": int,
 }
 _WINDOW_KEYS: _Schema = {
     "hours": str, "days": list, "timezone_column": str, "fallback_timezone": str, "on_outside_window": str,

@@ -177,11 +177,8 @@ async def _dispatch(campaign: Campaign, calls: CallFactory, journal: Journal, re
         base_url = campaign.base_url
         if campaign.uses_sandbox:
             api_key = secrets.token_urlsafe(16)
-            try:
-                config = SandboxConfig(token=api_key, **campaign.sandbox)
-            except (TypeError, ValueError) as error:
-                raise UsageError(f"bad [sandbox] settings: {error}") from None
-            base_url = (await stack.enter_async_context(Sandbox(config))).url
+            sandbox = Sandbox(SandboxConfig(token=api_key, **campaign.sandbox))
+            base_url = (await stack.enter_async_context(sandbox)).url
         provider_class = PROVIDERS[campaign.provider]
         provider: Provider = provider_class(base_url=base_url or provider_class.default_base_url,
                                             api_key=api_key, agent_id=campaign.agent_id)

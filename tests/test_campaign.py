@@ -100,6 +100,7 @@ def test_the_campaign_id_is_the_name_or_else_the_report_path(tmp_path):
     ('contacts = "c.csv"\n[window]\nhours = "09:00-20:00"\nfallback_timezone = "Moon/Base"\n',
      "window.fallback_timezone = 'Moon/Base' is not a known time zone; use an IANA name such as America/New_York"),
     ('name = "x"\n', 'the campaign needs contacts = "FILE.csv"'),
+    ('contacts = "c.csv"\n[sandbox]\nfial = 0.1\n', "unknown key 'sandbox.fial'; did you mean 'sandbox.fail'?"),
     ('contacts = "c.csv\n', "not valid TOML (Illegal character '\\n' (at line 1, column 18))"),
 ])
 def test_mistakes_in_a_campaign_file_name_the_key_and_the_fix(tmp_path, text, message):
@@ -116,6 +117,7 @@ def test_mistakes_in_a_campaign_file_name_the_key_and_the_fix(tmp_path, text, me
     ({"concurrency": 0}, "concurrency must be at least 1, not 0"),
     ({"max_attempts": 0}, "max_attempts must be at least 1, not 0"),
     ({"on_outside_window": "later"}, "on_outside_window = 'later' should be one of: skip, wait, schedule"),
+    ({"sandbox": {"fail": 2}}, "bad [sandbox] settings: fail must be a probability between 0 and 1, got 2"),
 ])
 def test_bad_values_say_what_is_allowed(settings, message):
     with pytest.raises(UsageError) as error:
