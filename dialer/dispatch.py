@@ -1,15 +1,21 @@
 """The dispatcher: a fixed pool of workers that place the journal's pending calls.
 
 Each worker repeats: take the next row (a retry that is due, else the next pending row from the
-journal, read lazily), wait while the account is paused by a 429, wait for the pacer, commit the
-row as ``sending``, send, and act on the outcome's kind:
+journal, read lazily in passes), ask the calling window (send, wait for it, or skip to a later
+run), wait while the account is paused by a 429, wait for the pacer, claim the row as
+``sending`` in the journal (a stale copy fails the claim and is dropped), send, and act on the
+outcome's kind:
 
     created / already_created / rejected    final: initiated, scheduled or failed
     retry_safe                              back to pending; retried after a delay (the retry
-                                            policy), an account-wide 429 pauses every worker
+                                            policy); an account-wide 429 pauses every worker;
+                                            given up on: failed, and a later run tries again
     ambiguous                               replayed with the same key if the provider makes that
                                             harmless, else final: unknown
     fatal                                   every worker stops taking rows; the run ends
+
+A row that may already have been called (``in_doubt``) is only ever sent again as a replay
+that the provider makes harmless, and never reported as not called.
 
 At most ``concurrency`` requests are in flight, memory does not grow with the number of rows,
 and time is the event loop's, so tests can run all of this on a virtual clock.
