@@ -38,6 +38,7 @@ PHONE_HEADERS = (
     "contact number", "customer_phone", "tel", "telephone", "number",
 )
 _SAMPLE_BYTES = 64 * 1024
+_CHUNK_ROWS = 50_000
 
 MAX_COLUMNS = 16_384            # Excel's last column (XFD); pandas takes 4 s per 100,000 columns
 FREE_CELLS = 1_000_000          # cells any file may pad out to; past that, one cell per byte of file,
@@ -259,9 +260,10 @@ def _read_csv_as(path: Path, delimiter: str, encoding: str, width: int) -> pd.Da
     if width * (size // 2 + 1) > budget and width * _count_lines(path) > budget:
         most = budget // width + 1
     try:
-        rows = pd.read_csv(path, sep=delimiter, header=None, dtype=str, keep_default_na=False,
-                           na_filter=False, encoding=encoding, engine="c", quotechar='"',
-                           skip_blank_lines=True, nrows=most)
+        chunks = pd.read_csv(path, sep=delimiter, header=None, dtype=str, keep_default_na=False,
+                             na_filter=False, encoding=encoding, engine="c", quotechar='"',
+                             skip_blank_lines=True, nrows=most, chunksize=_CHUNK_ROWS)
+        rows = pd.concat(chunks, ignore_index=True)  # in chunks: the parser's Python strings never pile up
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     except pd.errors.ParserError as error:
