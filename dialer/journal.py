@@ -131,7 +131,7 @@ class Journal:
         ready = plan.status == Status.READY
         state = np.where(ready, "pending", "done")
         status = np.where(ready, "", plan.status)
-        records = zip(range(len(plan)), plan.e164.tolist(), state.tolist(), status.tolist(), plan.error.tolist())
+        records = zip(range(len(plan)), plan.e164, map(str, state), map(str, status), plan.error)  # lazily
         with self._transaction():
             self._db.executemany("INSERT INTO rows (row, e164, state, status, error) VALUES (?, ?, ?, ?, ?)", records)
             self._db.execute("INSERT INTO meta VALUES ('fingerprint', ?)", (fingerprint,))

@@ -41,14 +41,15 @@ class Normalized(NamedTuple):
 
 @dataclass(frozen=True)
 class Normalization:
-    """A column's answer, one entry per row: E.164 (``""`` when invalid) and a note."""
+    """A column's answer, one entry per row: E.164 (``""`` when invalid; Arrow-backed, so that a
+    million numbers are not a million Python strings) and a note."""
 
-    e164: np.ndarray
+    e164: pd.Series
     note: np.ndarray
 
     @property
     def valid(self) -> np.ndarray:
-        return self.e164 != ""
+        return (self.e164 != "").to_numpy(dtype=bool)
 
 
 def check_region(region: str) -> str:
@@ -145,7 +146,8 @@ def normalize_phones(raw: pd.Series, region: str) -> Normalization:
     slow = np.flatnonzero(e164 == "")
     for i in slow:
         e164[i], note[i] = normalize_number(distinct.iat[i], region)
-    return Normalization(e164[codes], note[codes])
+    by_row = pa.array(e164, type=pa.string()).take(pa.array(codes))
+    return Normalization(pd.Series(pd.arrays.ArrowStringArray(by_row)), note[codes])
 
 
 def _fast_e164(cells: pd.Series, region: str) -> np.ndarray:

@@ -41,7 +41,7 @@ class Status:
 class Plan:
     """Per-row arrays, aligned with ``Contacts.frame``: number, status, and a note or reason."""
 
-    e164: np.ndarray
+    e164: pd.Series
     status: np.ndarray
     error: np.ndarray
 
@@ -58,7 +58,7 @@ class Plan:
 
     def suppress(self, numbers: set[str], status: str, reason: str) -> int:
         """Give ready rows whose number is in ``numbers`` the status ``status``; return how many."""
-        hit = (self.status == Status.READY) & pd.Series(self.e164).isin(numbers).to_numpy()
+        hit = (self.status == Status.READY) & self.e164.isin(numbers).to_numpy(dtype=bool)
         self.status[hit] = status
         self.error[hit] = reason
         return int(hit.sum())

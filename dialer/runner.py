@@ -153,7 +153,7 @@ def _check_windows(plan: Plan, contacts: Contacts, campaign: Campaign, now: dt.d
     zone_column = campaign.window.timezone_column
     zones = contacts.frame[contacts.header.index(zone_column)] if zone_column else None
     for position in plan.ready_rows():
-        decision = policy.decide(plan.e164[position], now, zones.iat[position] if zones is not None else "")
+        decision = policy.decide(plan.e164.iat[position], now, zones.iat[position] if zones is not None else "")
         if decision.action == "skip":
             plan.status[position], plan.error[position] = Status.OUTSIDE_WINDOW, decision.reason
         elif decision.action == "wait":
