@@ -190,7 +190,7 @@ class Dispatcher:
             if self._retries and self._retries[0].due <= loop.time():
                 return heapq.heappop(self._retries).row
             for row in self._source:
-                if row.row not in self._held:
+                if row.row not in self._held and self.journal.is_current(row):  # a pass may hold stale copies
                     return row
             wake = [self._retries[0].due] if self._retries else []
             due = self.journal.next_due(after=self._pass_started)

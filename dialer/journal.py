@@ -40,6 +40,7 @@ from dialer.report import RESULT_COLUMNS
 
 __all__ = ["Journal", "PendingRow", "fingerprint", "journal_path"]
 
+_SCHEMA_VERSION = "2"  # bump when the rows table changes
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rows (
@@ -118,6 +119,11 @@ class Journal:
         stored = connection.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()
         if stored is None:
             return cls(path, connection, is_new=True)
+        schema = connection.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if schema is None or schema[0] != _SCHEMA_VERSION:
+            connection.close()
+            raise UsageError(f"{path} was made by another version of dialer; run again with --restart "
+                             "to start afresh, or choose another --out")
         if stored[0] != fingerprint:
             connection.close()
             raise UsageError(
@@ -134,7 +140,7 @@ class Journal:
         records = zip(range(len(plan)), plan.e164, map(str, state), map(str, status), plan.error)  # lazily
         with self._transaction():
             self._db.executemany("INSERT INTO rows (row, e164, state, status, error) VALUES (?, ?, ?, ?, ?)", records)
-            self._db.execute("INSERT INTO meta VALUES ('fingerprint', ?)", (fingerprint,))
+            self._db.execute("INSERT INTO meta VALUES ('fingerprint', ?), ('schema', ?)", (fingerprint, _SCHEMA_VERSION))
         self.is_new = False
 
     def recover(self, *, replay_safe: bool, now: float, replay_window: float) -> int:
@@ -198,6 +204,11 @@ class Journal:
             for row, e164, attempts, first_sent, in_doubt in batch:
                 yield PendingRow(row, e164, attempts, first_sent, bool(in_doubt))
             after = batch[-1][0]
+
+    def is_current(self, copy: PendingRow) -> bool:
+        """Whether ``copy`` (read by an earlier ``pending``) still describes a pending row."""
+        return self._db.execute("SELECT 1 FROM rows WHERE row = ? AND state = 'pending' AND attempts = ?",
+                                (copy.row, copy.attempts)).fetchone() is not None
 
     def next_due(self, after: float) -> float | None:
         """The earliest ``not_before`` later than ``after`` among pending rows, if any."""

@@ -121,3 +121,12 @@ def test_a_file_that_is_not_a_journal_is_refused(tmp_path):
     path.write_bytes(b"not a database at all, just some bytes" * 100)
     with pytest.raises(UsageError, match="is not a dialer journal"):
         Journal.open(path, "fp")
+
+
+def test_a_journal_from_another_version_is_refused_with_the_fix(journal, tmp_path):
+    journal._db.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+    journal.close()
+    with pytest.raises(UsageError) as error:
+        Journal.open(tmp_path / "r.csv.journal", "fp")
+    assert str(error.value) == (f"{tmp_path / 'r.csv.journal'} was made by another version of dialer; "
+                                "run again with --restart to start afresh, or choose another --out")
