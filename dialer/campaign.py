@@ -8,6 +8,7 @@ embedded sandbox, started for the run on a free local port.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import sys
 from collections.abc import Mapping
@@ -76,7 +77,7 @@ class Campaign:
             raise UsageError(f"out {out} would overwrite the contacts file; choose another path")
         if self.provider is not None and self.provider not in PROVIDERS:
             raise UsageError(f"unknown provider {self.provider!r}; use one of: {', '.join(PROVIDERS)}")
-        if not self.rate > 0:
+        if not (self.rate > 0 and math.isfinite(self.rate)):
             raise UsageError(f"rate must be a positive number of calls per second, not {self.rate}")
         if self.concurrency < 1:
             raise UsageError(f"concurrency must be at least 1, not {self.concurrency}")
@@ -122,7 +123,8 @@ class Campaign:
     def identity(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run that made the journal."""
         return {"region": self.region, "phone_column": self.phone_column, "sheet": self.sheet,
-                "provider": self.provider, "agent_id": self.agent_id, "campaign_id": self.campaign_id}
+                "provider": self.provider, "agent_id": self.agent_id, "campaign_id": self.campaign_id,
+                "sandbox": self.uses_sandbox}
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> Campaign:
@@ -201,4 +203,6 @@ def _read_table(path: Path, table: Mapping[str, Any], schema: _Schema, prefix: s
         if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             names = " or ".join(kind.__name__ for kind in kinds)
             raise UsageError(f"{path}: {prefix}{key} = {value!r} should be {_ARTICLES.get(names, names)}")
+        if list in kinds and not all(isinstance(item, str) for item in value):
+            raise UsageError(f"{path}: {prefix}{key} = {value!r} should be a list of strings")
     return dict(table)

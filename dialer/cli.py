@@ -141,12 +141,17 @@ def _sandbox(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"dialer: {error}", file=sys.stderr)
         return EXIT_USAGE
-    serve(config, port=args.port)
+    try:
+        serve(config, port=args.port)
+    except OSError as error:
+        print(f"dialer: cannot listen on 127.0.0.1:{args.port} ({error.strerror or error}); "
+              "choose another --port", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 
 class _Progress:
-    """A tqdm bar on stderr, shown only on a terminal, created at the first finished call."""
+    """A tqdm bar on stderr, shown only on a terminal, created at the first report of progress."""
 
     def __init__(self, *, disabled: bool) -> None:
         self._disabled = disabled

@@ -64,7 +64,7 @@ class CallFactory:
                  parameters: ParameterMap = ParameterMap(), zone_column: str | None = None) -> None:
         self._campaign_id, self._agent_id = campaign_id, agent_id
         self._bound = parameters.bind(contacts.header, contacts.phone_index)
-        self._columns = [pa.chunked_array(pa.array(contacts.frame[i]))  # no copy: the frame's own Arrow data
+        self._columns = [pa.chunked_array(pa.array(contacts.frame[i]))
                          for i in range(len(contacts.header))]
         if zone_column is not None and zone_column not in contacts.header:
             raise ColumnError(f"window.timezone_column names the column {zone_column!r}, "

@@ -108,12 +108,17 @@ class Journal:
         if restart:
             for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
                 stale.unlink(missing_ok=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.executescript(_SCHEMA)
+        except OSError as error:
+            raise UsageError(f"cannot create the journal {path} ({error.strerror or error}); "
+                             "choose another --out") from None
+        except sqlite3.OperationalError as error:
+            raise UsageError(f"cannot open the journal {path} ({error}); choose another --out") from None
         except sqlite3.DatabaseError as error:
             raise UsageError(f"{path} is not a dialer journal ({error}); move it away or use --restart") from None
         stored = connection.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()
@@ -216,8 +221,10 @@ class Journal:
                                 (after,)).fetchone()[0]
 
     def postpone(self, row: int, until: float, reason: str, now: float) -> None:
-        """Leave ``row`` pending, but not to be sent before ``until``."""
-        self._write("UPDATE rows SET not_before = ?, error = ?, updated = ? WHERE row = ?", (until, reason, now, row))
+        """Leave ``row`` pending, but not to be sent before ``until`` (a row being replayed stays
+        in doubt)."""
+        self._write("UPDATE rows SET in_doubt = in_doubt OR state = 'sending', state = 'pending', not_before = ?, "
+                    "error = ?, updated = ? WHERE row = ?", (until, reason, now, row))
 
     def defer(self, row: int, status: str, reason: str, now: float) -> None:
         """Leave ``row`` for a later run; this run reports it as ``status`` (``unknown`` if it was

@@ -46,7 +46,7 @@ def write_report(contacts: Contacts, results: Mapping[str, pd.Series | np.ndarra
     missing = [name for name in RESULT_COLUMNS if name not in results]
     if missing:
         raise ValueError(f"results lack the columns {missing}")
-    columns = [pa.array(contacts.frame[i]) for i in range(len(contacts.header))]  # the frame's own Arrow data
+    columns = [pa.array(contacts.frame[i]) for i in range(len(contacts.header))]
     for name in RESULT_COLUMNS:
         column = results[name]
         if len(column) != len(contacts):

@@ -6,8 +6,9 @@ Only two kinds of outcome are ever sent again:
 - ``ambiguous``, only with a provider whose idempotency key makes a replay harmless, and only
   while that key is still remembered (first sent less than ``replay_window`` seconds ago).
 
-Everything else is final. A ``Retry-After`` longer than ``max_wait`` is not waited for: the row
-is given up on (nothing was created, so a later run can try it again).
+Everything else is final. A ``Retry-After`` longer than ``max_wait`` is not waited for: the
+dispatcher gives the row up for this run (nothing was created, so a later run tries it again),
+or, for an account-wide limit, stops the run.
 """
 
 from __future__ import annotations

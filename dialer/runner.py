@@ -64,7 +64,8 @@ def run_campaign(campaign: Campaign, *, api_key: str | None = None,
 
     Raises ``DialerError`` subclasses for user mistakes, and ``FatalProviderError`` (after the
     report is written) when the provider refuses in a way that makes every call fail.
-    ``on_progress(result, total)`` is called after each finished row.
+    ``on_progress(result, total)`` is called after each finished row, and while the run waits
+    for a calling window.
     """
     contacts, calls, suppressions = _prepare(campaign)
     if campaign.dry_run:
@@ -181,7 +182,7 @@ async def _dispatch(campaign: Campaign, calls: CallFactory, journal: Journal, re
             base_url = (await stack.enter_async_context(sandbox)).url
         provider_class = PROVIDERS[campaign.provider]
         provider: Provider = provider_class(base_url=base_url or provider_class.default_base_url,
-                                            api_key=api_key, agent_id=campaign.agent_id)
+                                            api_key=api_key, agent_id=campaign.agent_id, wall_clock=wall_clock)
         session = await stack.enter_async_context(client_session(campaign.concurrency))
         window = WindowPolicy(campaign.window, campaign.on_outside_window) if campaign.window else None
         dispatcher = Dispatcher(

@@ -101,6 +101,8 @@ def test_the_campaign_id_is_the_name_or_else_the_report_path(tmp_path):
      "window.fallback_timezone = 'Moon/Base' is not a known time zone; use an IANA name such as America/New_York"),
     ('name = "x"\n', 'the campaign needs contacts = "FILE.csv"'),
     ('contacts = "c.csv"\n[sandbox]\nfial = 0.1\n', "unknown key 'sandbox.fial'; did you mean 'sandbox.fail'?"),
+    ('contacts = "c.csv"\ndnc = [1]\n', "dnc = [1] should be a list of strings"),
+    ('contacts = "c.csv"\n[window]\nhours = "09:00-20:00"\ndays = [1]\n', "window.days = [1] should be a list of strings"),
     ('contacts = "c.csv\n', "not valid TOML (Illegal character '\\n' (at line 1, column 18))"),
 ])
 def test_mistakes_in_a_campaign_file_name_the_key_and_the_fix(tmp_path, text, message):
@@ -114,6 +116,7 @@ def test_mistakes_in_a_campaign_file_name_the_key_and_the_fix(tmp_path, text, me
     ({"region": "XX"}, "unknown region 'XX'; use a two-letter ISO country code such as US, GB or IN (region)"),
     ({"provider": "twilio"}, "unknown provider 'twilio'; use one of: formant, agents"),
     ({"rate": 0}, "rate must be a positive number of calls per second, not 0"),
+    ({"rate": float("inf")}, "rate must be a positive number of calls per second, not inf"),
     ({"concurrency": 0}, "concurrency must be at least 1, not 0"),
     ({"max_attempts": 0}, "max_attempts must be at least 1, not 0"),
     ({"on_outside_window": "later"}, "on_outside_window = 'later' should be one of: skip, wait, schedule"),

@@ -126,3 +126,15 @@ def test_unknown_option_is_a_usage_error(capsys):
         main(["run", "c.csv", "--bogus"])
     assert exit_info.value.code == 2
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_sandbox_on_a_busy_port_is_a_clear_error(capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["sandbox", "--port", str(port)])
+    assert code == 2
+    assert capsys.readouterr().err.startswith(f"dialer: cannot listen on 127.0.0.1:{port} (")

@@ -130,3 +130,18 @@ def test_a_journal_from_another_version_is_refused_with_the_fix(journal, tmp_pat
         Journal.open(tmp_path / "r.csv.journal", "fp")
     assert str(error.value) == (f"{tmp_path / 'r.csv.journal'} was made by another version of dialer; "
                                 "run again with --restart to start afresh, or choose another --out")
+
+
+def test_a_replay_postponed_for_its_window_stays_in_doubt_and_pending(journal):
+    journal.mark_sending(0, "k", now=1.0)  # no answer: kept for a replay
+    journal.postpone(0, until=500.0, reason="waiting for the calling window", now=2.0)
+    assert journal._db.execute("SELECT state, in_doubt, not_before FROM rows WHERE row = 0").fetchone() == (
+        "pending", 1, 500.0)
+    assert [row.in_doubt for row in journal.pending(now=600.0)] == [True, False, False]
+
+
+def test_a_journal_that_cannot_be_created_says_so(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(UsageError, match=r"cannot create the journal .*; choose another --out"):
+        Journal.open(blocker / "r.csv.journal", "fp")
