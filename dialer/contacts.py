@@ -68,7 +68,6 @@ class Contacts:
     header: list[str]
     frame: pd.DataFrame
     phone_index: int
-    encoding: str = "utf-8"
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -91,7 +90,7 @@ def load_contacts(path: str | Path, *, sheet: str | None = None,
                   phone_column: str | None = None) -> Contacts:
     """Load a ``.csv``/``.tsv``/``.txt`` or ``.xlsx`` file; raise ``InputError`` if it can't be used."""
     path = Path(path)
-    header, frame, encoding, notes = read_table(path, sheet=sheet)
+    header, frame, notes = read_table(path, sheet=sheet)
     if not header:
         raise InputError(f"{path}: the file is empty; it needs a header row and one row per contact")
     if not any(name.strip() for name in header):
@@ -99,10 +98,10 @@ def load_contacts(path: str | Path, *, sheet: str | None = None,
     if frame.empty:
         raise InputError(f"{path}: the file has a header but no rows")
     index = find_phone_column(header, phone_column, source=str(path))
-    return Contacts(path, header, frame, index, encoding, notes)
+    return Contacts(path, header, frame, index, notes)
 
 
-def read_table(path: Path, *, sheet: str | None = None) -> tuple[list[str], pd.DataFrame, str, list[str]]:
+def read_table(path: Path, *, sheet: str | None = None) -> tuple[list[str], pd.DataFrame, list[str]]:
     """The first row and the other rows of a contacts-like file, all text, with its encoding and
     any warnings; empty when the file is."""
     if not path.exists():
@@ -113,12 +112,12 @@ def read_table(path: Path, *, sheet: str | None = None) -> tuple[list[str], pd.D
     notes: list[str] = []
     if suffix in XLSX_SUFFIXES:
         header, frame = _read_xlsx(path, sheet)
-        return header, frame, "xlsx", notes
+        return header, frame, notes
     if suffix in CSV_SUFFIXES:
         if sheet is not None:
             raise InputError(f"{path}: --sheet applies only to .xlsx files")
-        header, frame, encoding = _read_csv(path, notes)
-        return header, frame, encoding, notes
+        header, frame = _read_csv(path, notes)
+        return header, frame, notes
     if suffix == ".xls":
         raise InputError(f"{path}: the old .xls format is not supported; save it as .xlsx or .csv")
     raise InputError(f"{path}: unsupported file type {suffix or '(none)'!r}; use .csv, .tsv, .txt or .xlsx")
@@ -153,14 +152,14 @@ def find_phone_column(header: list[str], requested: str | None = None, *, source
 # --- CSV -------------------------------------------------------------------------------------
 
 
-def _read_csv(path: Path, notes: list[str]) -> tuple[list[str], pd.DataFrame, str]:
+def _read_csv(path: Path, notes: list[str]) -> tuple[list[str], pd.DataFrame]:
     try:
         with path.open("rb") as handle:
             sample = handle.read(_SAMPLE_BYTES)
     except OSError as error:
         raise InputError(f"{path}: cannot read the file ({error.strerror}); check its permissions")
     if not sample.strip():
-        return [], pd.DataFrame(), "utf-8"
+        return [], pd.DataFrame()
     encoding = _guess_encoding(path, sample)
     text_sample = sample.decode(encoding, errors="ignore")
     delimiter = _sniff_delimiter(text_sample)
@@ -178,10 +177,10 @@ def _read_csv(path: Path, notes: list[str]) -> tuple[list[str], pd.DataFrame, st
                              "save it as UTF-8 CSV") from None
         notes.append(f"{path.name} is not UTF-8; read it as Windows-1252 (cp1252)")
     if rows.empty:
-        return [], rows, encoding
+        return [], rows
     header = [str(cell) for cell in rows.iloc[0].tolist()]
     frame = rows.iloc[1:].reset_index(drop=True)
-    return header, frame, encoding
+    return header, frame
 
 
 def _guess_encoding(path: Path, sample: bytes) -> str:

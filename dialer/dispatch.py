@@ -303,7 +303,7 @@ class Dispatcher:
     def _may_replay(self, row: PendingRow) -> bool:
         """Whether re-sending a row that may already have been called is harmless now."""
         age = self.wall_clock() - (row.first_sent or 0.0)
-        return self.provider.replay_safe and age < self.retry.replay_window
+        return self.retry.may_replay(age, replay_safe=self.provider.replay_safe)
 
     def _finish(self, row: PendingRow, status: str, *, call_id: str = "", error: str = "", now: float) -> None:
         self.journal.finish(row.row, status, call_id=call_id, error=error, now=now)

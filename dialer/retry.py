@@ -45,10 +45,15 @@ class RetryPolicy:
         """
         if attempts >= self.max_attempts:
             return None
-        if outcome.kind is Kind.AMBIGUOUS and not (replay_safe and age < self.replay_window):
+        if outcome.kind is Kind.AMBIGUOUS and not self.may_replay(age, replay_safe=replay_safe):
             return None
         if outcome.kind not in (Kind.RETRY_SAFE, Kind.AMBIGUOUS):
             return None
         if outcome.retry_after is not None:
             return outcome.retry_after if outcome.retry_after <= self.max_wait else None
         return self.rng.uniform(0, min(self.cap, self.base * 2 ** (attempts - 1)))
+
+    def may_replay(self, age: float, *, replay_safe: bool) -> bool:
+        """Whether a request first sent ``age`` seconds ago, which may have created a call, may be
+        sent again: only with a provider that makes replays harmless, while it remembers the key."""
+        return replay_safe and age < self.replay_window

@@ -26,7 +26,7 @@ def do_not_call_numbers(paths: tuple[Path, ...], region: str) -> set[str]:
     """The E.164 numbers in every do-not-call file."""
     numbers: set[str] = set()
     for path in paths:
-        header, frame, _, _ = read_table(path)
+        header, frame, _ = read_table(path)
         if len(header) == 1:
             cells = pd.concat([pd.Series(header, dtype="str"), frame[0]], ignore_index=True)
         elif header:
@@ -40,7 +40,7 @@ def do_not_call_numbers(paths: tuple[Path, ...], region: str) -> set[str]:
 
 def already_called_numbers(report: Path) -> set[str]:
     """The numbers an earlier dialer report says were initiated or scheduled."""
-    header, frame, _, _ = read_table(report)
+    header, frame, _ = read_table(report)
     columns = {}
     for name in ("phone_e164", "status"):
         for candidate in (name, f"dialer_{name}"):

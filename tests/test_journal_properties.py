@@ -405,8 +405,8 @@ class JournalMachine(RuleBasedStateMachine):
             self._defer(row, Status.OUTSIDE_WINDOW, "outside the calling window")
         else:
             self.journal.postpone(row, self.now + wait, "waiting for the calling window", self.now)
-            m.not_before, m.error, m.updated = self.now + wait, "waiting for the calling window", self.now
-        # a row left sending (a replay waiting in the retry queue) stays so until a run recovers it
+            m.in_doubt = m.in_doubt or m.state == "sending"  # a replay waiting for its window stays in doubt
+            m.state, m.not_before, m.error, m.updated = "pending", self.now + wait, "waiting for the calling window", self.now
 
     # --- the provider answers ------------------------------------------------------------------
 
