@@ -3,8 +3,9 @@
 Each worker repeats: take the next row (a retry that is due, else the next pending row from the
 journal, read lazily in passes), ask the calling window (send, wait for it, or skip to a later
 run), wait while the account is paused by a 429, wait for the pacer, claim the row as
-``sending`` in the journal (a stale copy fails the claim and is dropped), send, and act on the
-outcome's kind:
+``sending`` in the journal (a stale copy fails the claim and is dropped), wait for the journal
+to commit the claim (one commit per turn of the event loop serves every claim made in it), send,
+and act on the outcome's kind:
 
     created / already_created / rejected    final: initiated, scheduled or failed
     retry_safe                              back to pending; retried after a delay (the retry
@@ -15,7 +16,8 @@ outcome's kind:
     fatal                                   every worker stops taking rows; the run ends
 
 A row that may already have been called (``in_doubt``) is only ever sent again as a replay
-that the provider makes harmless, and never reported as not called.
+that the provider makes harmless, and never reported as not called. A pass reads rows ahead, so
+its copy of a row may be stale: the claim refuses it (see ``_may_act_on``).
 
 At most ``concurrency`` requests are in flight, memory does not grow with the number of rows,
 and time is the event loop's, so tests can run all of this on a virtual clock.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import hashlib
 import heapq
 import itertools
 import time
@@ -50,6 +53,7 @@ from dialer.windows import WindowPolicy
 __all__ = ["Dispatcher", "DispatchResult", "CallFactory", "idempotency_key"]
 
 _NAMESPACE = uuid.UUID("8f6d3c3e-5a1b-4b7e-9a51-6f0f3b1d2c4a")
+_BLOCK_ROWS = 1024
 
 
 def idempotency_key(campaign_id: str, agent_id: int, e164: str) -> str:
@@ -58,11 +62,13 @@ def idempotency_key(campaign_id: str, agent_id: int, e164: str) -> str:
 
 
 class CallFactory:
-    """Builds the ``Call`` for a journal row from its cells, as the campaign's parameters say."""
+    """Builds the ``Call`` for a journal row from its cells, as the campaign's parameters say.
+
+    Cells are read from Arrow a block of rows at a time (rows are mostly taken in file order),
+    and the idempotency key hashes only the number onto a hash of what all keys share."""
 
     def __init__(self, contacts: Contacts, *, campaign_id: str, agent_id: int,
                  parameters: ParameterMap = ParameterMap(), zone_column: str | None = None) -> None:
-        self._campaign_id, self._agent_id = campaign_id, agent_id
         self._bound = parameters.bind(contacts.header, contacts.phone_index)
         self._columns = [pa.chunked_array(pa.array(contacts.frame[i]))
                          for i in range(len(contacts.header))]
@@ -70,19 +76,32 @@ class CallFactory:
             raise ColumnError(f"window.timezone_column names the column {zone_column!r}, "
                               "which the contacts file does not have")
         self._zone_index = contacts.header.index(zone_column) if zone_column is not None else None
+        self._blocks: dict[int, list[list[str]]] = {}  # first row -> its columns, the latest last
+        self._key_prefix = hashlib.sha1(_NAMESPACE.bytes + f"{campaign_id}\x1f{agent_id}\x1f".encode())
 
     def zone_cell(self, row: int) -> str:
         """The row's time zone cell, or ``""`` when the campaign names no time zone column."""
-        return self._columns[self._zone_index][row].as_py() if self._zone_index is not None else ""
+        return self.cells(row)[self._zone_index] if self._zone_index is not None else ""
 
     def cells(self, row: int) -> list[str]:
-        return [column[row].as_py() for column in self._columns]
+        start = row - row % _BLOCK_ROWS
+        block = self._blocks.get(start)
+        if block is None:
+            if len(self._blocks) == 4:  # the block of the pass, and a few for retries
+                del self._blocks[next(iter(self._blocks))]
+            block = self._blocks[start] = [column.slice(start, _BLOCK_ROWS).to_pylist() for column in self._columns]
+        return [column[row - start] for column in block]
+
+    def key(self, e164: str) -> str:
+        """``idempotency_key(campaign_id, agent_id, e164)``, computed faster."""
+        digest = self._key_prefix.copy()
+        digest.update(e164.encode())
+        return str(uuid.UUID(bytes=digest.digest()[:16], version=5))
 
     def __call__(self, row: PendingRow) -> Call:
         cells = self.cells(row.row)
         bound = self._bound
-        return Call(row.row, row.e164, bound.values(cells),
-                    idempotency_key(self._campaign_id, self._agent_id, row.e164),
+        return Call(row.row, row.e164, bound.values(cells), self.key(row.e164),
                     conversation_id=bound.conversation_id(cells), retry_context=bound.retry_context(cells),
                     metadata=bound.metadata(cells))
 
@@ -130,6 +149,8 @@ class Dispatcher:
         self._source: Iterator[PendingRow] = iter(())
         self._held: set[int] = set()  # rows taken by a worker or waiting in ``_retries``
         self._pass_started = 0.0
+        self._next_due: float | None = None  # the earliest time a row left out of this pass is due
+        self._waiting: list[asyncio.Future[None]] = []  # workers waiting for the next commit
 
     def __repr__(self) -> str:
         return f"<Dispatcher {self.provider!r} {self.pacer!r} concurrency={self.concurrency} {self.retry!r}>"
@@ -172,6 +193,7 @@ class Dispatcher:
         """Read the journal's due rows again from the top (rows waiting for a window may be due)."""
         self._pass_started = self.wall_clock()
         self._source = self.journal.pending(self._pass_started)
+        self._next_due = self.journal.next_due(after=self._pass_started)
 
     async def _work(self, session: aiohttp.ClientSession) -> None:
         try:
@@ -190,10 +212,10 @@ class Dispatcher:
             if self._retries and self._retries[0].due <= loop.time():
                 return heapq.heappop(self._retries).row
             for row in self._source:
-                if row.row not in self._held and self.journal.is_current(row):  # a pass may hold stale copies
+                if row.row not in self._held and self._may_act_on(row):
                     return row
             wake = [self._retries[0].due] if self._retries else []
-            due = self.journal.next_due(after=self._pass_started)
+            due = self._next_due
             if due is not None:
                 wake.append(loop.time() + due - self.wall_clock())
                 self.result.waiting_until = due
@@ -224,7 +246,9 @@ class Dispatcher:
                 self._count(Status.UNKNOWN if row.in_doubt else Status.OUTSIDE_WINDOW)
                 return False
             if decision.action == "wait":
-                self.journal.postpone(row.row, decision.until.timestamp(), decision.reason, now)
+                until = decision.until.timestamp()
+                self.journal.postpone(row.row, until, decision.reason, now)
+                self._next_due = until if self._next_due is None else min(self._next_due, until)
                 return False
             if decision.scheduled_for:
                 call = dataclasses.replace(call, scheduled_for=decision.scheduled_for)
@@ -238,9 +262,10 @@ class Dispatcher:
         if self.stopping:
             return False  # not sent: the row stays as the journal has it
         now = self.wall_clock()
-        if not self.journal.mark_sending(row.row, call.idempotency_key, now, attempts=row.attempts):
+        if not self.journal.claim(row.row, call.idempotency_key, now, attempts=row.attempts):
             permit.sent()
             return False  # a stale copy: the row was sent or settled since it was read
+        await self._committed()  # sent even if the run stops meanwhile: the journal says sending
         self.result.sent += 1
         try:
             outcome = await self.provider.place(session, call, on_sent=permit.sent)
@@ -300,6 +325,12 @@ class Dispatcher:
                                              PendingRow(row.row, row.e164, attempts, first_sent, in_doubt)))
         return True
 
+    def _may_act_on(self, copy: PendingRow) -> bool:
+        """Whether a pass's copy of a row may be acted upon: a pass reads ahead, so the row may have
+        been sent or settled since. The claim refuses a stale copy before a request; a copy that
+        could be acted upon without a claim (in doubt, or outside its window) is checked first."""
+        return not (copy.in_doubt or self.window is not None) or self.journal.is_current(copy)
+
     def _may_replay(self, row: PendingRow) -> bool:
         """Whether re-sending a row that may already have been called is harmless now."""
         age = self.wall_clock() - (row.first_sent or 0.0)
@@ -312,6 +343,29 @@ class Dispatcher:
     def _count(self, status: str) -> None:
         self.result.statuses[status] += 1
         self.on_progress(self.result)
+
+    async def _committed(self) -> None:
+        """Wait until the journal has committed what was recorded so far; the commit runs once, at
+        the next turn of the event loop, for every worker that waits for it in this one."""
+        loop = asyncio.get_running_loop()
+        if not self._waiting:
+            loop.call_soon(self._commit_now)
+        waiter = loop.create_future()
+        self._waiting.append(waiter)
+        await waiter
+
+    def _commit_now(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        try:
+            self.journal.commit()
+        except Exception as error:  # every worker waiting for it raises it
+            for waiter in waiting:
+                if not waiter.cancelled():
+                    waiter.set_exception(error)
+        else:
+            for waiter in waiting:
+                if not waiter.cancelled():
+                    waiter.set_result(None)
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake up at once when the run is stopped."""

@@ -12,11 +12,12 @@ in-doubt row is only ever sent again as a replay with the same idempotency key w
 provider still remembers it (``recover`` and the dispatcher check its age), and it is never
 reported as not called (``results`` says ``unknown``).
 
-``mark_sending`` is a claim: it succeeds only if the row was not sent since it was read, so a
-stale copy of a row can never be sent. It commits at once, together with any outcomes recorded
-since the last commit (WAL, ``synchronous=NORMAL``: a ``kill -9`` loses nothing that reached the
-operating system). Outcomes alone wait for that next commit, or for ``commit()``: a crash can
-lose only the record of an outcome, and the row is then ``sending``, which ``recover`` makes safe.
+``claim`` marks a row ``sending``; it succeeds only if the row was not sent since it was read,
+so a stale copy of a row can never be sent. The caller commits (``commit()``) before the
+request leaves: one commit makes every claim and outcome recorded since the last one durable
+(WAL, ``synchronous=NORMAL``: a ``kill -9`` loses nothing that reached the operating system), so
+claims made together share it. A crash can lose only claims whose requests had not left, and
+the record of outcomes, whose rows are then ``sending``, which ``recover`` makes safe.
 """
 
 from __future__ import annotations
@@ -232,8 +233,8 @@ class Journal:
         self._write("UPDATE rows SET in_doubt = in_doubt OR state = 'sending', state = 'deferred', status = ?, "
                     "error = ?, updated = ? WHERE row = ?", (status, reason, now, row))
 
-    def mark_sending(self, row: int, idempotency_key: str, now: float, *, attempts: int | None = None) -> bool:
-        """Claim ``row`` for a request about to leave, and commit (before it does).
+    def claim(self, row: int, idempotency_key: str, now: float, *, attempts: int | None = None) -> bool:
+        """Mark ``row`` ``sending`` for a request about to leave; ``commit()`` before it does.
 
         With ``attempts`` (as read with the row), the claim fails, and ``False`` is returned, if
         the row was sent or settled since: the caller holds a stale copy and must not send it.
@@ -243,7 +244,6 @@ class Journal:
             "idempotency_key = ?, first_sent = COALESCE(first_sent, ?), not_before = NULL, updated = ? "
             "WHERE row = ? AND state IN ('pending', 'sending') AND (? IS NULL OR attempts = ?)",
             (idempotency_key, now, now, row, attempts, attempts))
-        self.commit()
         return cursor.rowcount == 1
 
     def mark_pending(self, row: int, error: str, now: float) -> None:
@@ -267,7 +267,7 @@ class Journal:
             self._uncommitted = True
         return self._db.execute(sql, parameters)
 
-    def results(self, chunk: int = 65536) -> dict[str, pd.Series]:
+    def results(self, chunk: int = 8192) -> dict[str, pd.Series]:
         """The report's result columns, one entry per row; unfinished rows say why.
 
         Read ``chunk`` rows at a time into Arrow arrays, so that a million rows stay small."""

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import phonenumbers
 import pyarrow as pa
+import pyarrow.compute as pc
 from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumberFormat
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, ValidationResult
 
@@ -132,36 +133,50 @@ def _parse_valid(text: str, region: str) -> phonenumbers.PhoneNumber | str:
 
 _SIMPLE_SHAPE = r"[ \t]*(?:\+[ \t]*)?\(?[0-9][0-9 \-.()]*"
 _NON_DIGITS = r"[^0-9]+"
-_EDGE_SPACE_AND_TEL = r"^[ \t\u00a0]*(?:[tT][eE][lL]:)?|[ \t\u00a0]+$"
+# The no-break space is the character itself, not a ``\u`` escape: pandas hands such a pattern to
+# Arrow, and would run an escape through Python's ``re``, one cell at a time, as Python strings.
+_EDGE_SPACE_AND_TEL = "^[ \t\u00a0]*(?:[tT][eE][lL]:)?|[ \t\u00a0]+$"
+_BLOCK = 65536
 _NON_GEO_CODES = frozenset(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS)
 
 
 def normalize_phones(raw: pd.Series, region: str) -> Normalization:
     """Normalize a column of cells; each distinct cell is normalized once."""
-    encoded = pa.chunked_array(pa.array(raw, type=pa.string())).combine_chunks().dictionary_encode()
+    encoded = _arrow(raw).dictionary_encode()
     codes = encoded.indices.to_numpy(zero_copy_only=False)
     distinct = pd.Series(pd.arrays.ArrowStringArray(encoded.dictionary))
-    e164 = _fast_e164(distinct, region)
+    e164 = pa.concat_arrays([  # a block at a time, so that the temporaries stay small
+        _fast_e164(pd.Series(pd.arrays.ArrowStringArray(encoded.dictionary.slice(start, _BLOCK))), region)
+        for start in range(0, len(distinct), _BLOCK)] or [pa.array([], type=pa.string())])
     note = np.full(len(distinct), "", dtype=object)
-    slow = np.flatnonzero(e164 == "")
-    for i in slow:
-        e164[i], note[i] = normalize_number(distinct.iat[i], region)
-    by_row = pa.array(e164, type=pa.string()).take(pa.array(codes))
-    return Normalization(pd.Series(pd.arrays.ArrowStringArray(by_row)), note[codes])
+    undecided = e164.is_null()
+    slow = []
+    for i in np.flatnonzero(undecided.to_numpy(zero_copy_only=False)):
+        number, note[i] = normalize_number(distinct.iat[i], region)
+        slow.append(number)
+    if slow:
+        e164 = pc.replace_with_mask(e164, undecided, pa.array(slow, type=pa.string()))
+    return Normalization(pd.Series(pd.arrays.ArrowStringArray(e164.take(pa.array(codes)))), note[codes])
 
 
-def _fast_e164(cells: pd.Series, region: str) -> np.ndarray:
-    """E.164 for the cells whose shape lets phonenumbers' metadata decide in bulk; ``""`` for the
-    rest (left to ``normalize_number``), including every number found invalid here."""
-    result = np.full(len(cells), "", dtype=object)
+def _fast_e164(cells: pd.Series, region: str) -> pa.StringArray:
+    """E.164 for the cells whose shape lets phonenumbers' metadata decide in bulk; null for the
+    rest (left to ``normalize_number``), including every number found invalid here.
+
+    Everything stays in Arrow arrays: a million numbers never become a million Python strings."""
+    found = np.full(len(cells), -1, dtype=np.int64)  # each cell's position in the numbers found
+    numbers: list[pa.Array] = []
+
+    def keep(positions: pd.Index, e164: pd.Series) -> None:
+        start = sum(len(part) for part in numbers)
+        found[positions] = np.arange(start, start + len(e164))
+        numbers.append(_arrow(e164))
+
     cells = cells.str.replace(_EDGE_SPACE_AND_TEL, "", regex=True)
     simple = cells.str.fullmatch(_SIMPLE_SHAPE) & ~cells.str.fullmatch(r"[ \t]*[0-9]+\.0+[ \t]*")
-    if not simple.any():
-        return result
     shaped = cells[simple]
     digits = shaped.str.replace(_NON_DIGITS, "", regex=True)
-    plus = shaped.str.lstrip().str.startswith("+").to_numpy()
-    candidates = pd.Series("", index=shaped.index, dtype=object)
+    plus = shaped.str.lstrip().str.startswith("+").to_numpy(dtype=bool)
 
     international = digits[plus]
     country = _leading_country_code(international)
@@ -172,15 +187,21 @@ def _fast_e164(cells: pd.Series, region: str) -> np.ndarray:
         usable = ~_starts_with(national, _metadata_for_code(code).national_prefix_for_parsing)
         national = national[usable]
         valid = _valid_for_code(national, code)
-        candidates[national.index[valid]] = "+" + group[usable][valid]
+        keep(national.index[valid], "+" + group[usable][valid])
 
     domestic = digits[~plus]
     for national, code in _domestic_readings(domestic, PhoneMetadata.metadata_for_region(region)):
         valid = _valid_for_code(national, code)
-        candidates[national.index[valid]] = f"+{code}" + national[valid]
+        keep(national.index[valid], f"+{code}" + national[valid])
 
-    result[simple.to_numpy()] = candidates.to_numpy()
-    return result
+    if not numbers:
+        return pa.nulls(len(cells), type=pa.string())
+    return pa.concat_arrays(numbers).take(pa.array(found, mask=found < 0))
+
+
+def _arrow(text: pd.Series) -> pa.StringArray:
+    """A text column as one Arrow string array (a copy only where pandas holds it otherwise)."""
+    return pa.chunked_array(pa.array(text, type=pa.string())).combine_chunks()
 
 
 def _domestic_readings(digits: pd.Series, metadata: PhoneMetadata) -> list[tuple[pd.Series, int]]:

@@ -43,39 +43,40 @@ def test_pending_rows_come_in_file_order_in_chunks(journal):
                                               PendingRow(4, "+13125550199", 0, None)]
 
 
-def test_sending_is_committed_with_key_attempts_and_first_send_time(journal, tmp_path):
-    journal.mark_sending(0, "key-0", now=100.0)
-    journal.mark_sending(0, "key-0", now=105.0)
+def test_claims_are_committed_with_key_attempts_and_first_send_time(journal, tmp_path):
+    journal.claim(0, "key-0", now=100.0)
+    journal.claim(0, "key-0", now=105.0)
+    journal.commit()
     other = sqlite3.connect(tmp_path / "r.csv.journal")  # another connection sees it: committed
     assert other.execute("SELECT state, attempts, idempotency_key, first_sent FROM rows WHERE row = 0").fetchone() == (
         "sending", 2, "key-0", 100.0)
 
 
 def test_recover_replays_recent_sending_rows_where_replays_are_harmless(journal):
-    journal.mark_sending(0, "k", now=1000.0)
-    journal.mark_sending(2, "k", now=1000.0 - DAY)
+    journal.claim(0, "k", now=1000.0)
+    journal.claim(2, "k", now=1000.0 - DAY)
     assert journal.recover(replay_safe=True, now=1000.0, replay_window=23 * 3600) == 1
     assert states(journal)[0] == (0, "pending", "", 1)
     assert states(journal)[2] == (2, "done", "unknown", 1)
 
 
 def test_recover_marks_sending_rows_unknown_without_idempotency(journal):
-    journal.mark_sending(0, "k", now=1000.0)
+    journal.claim(0, "k", now=1000.0)
     assert journal.recover(replay_safe=False, now=1000.0, replay_window=23 * 3600) == 1
     assert states(journal)[0] == (0, "done", "unknown", 1)
 
 
 def test_resend_unknown_puts_unknown_rows_back(journal):
-    journal.mark_sending(0, "k", now=1.0)
+    journal.claim(0, "k", now=1.0)
     journal.finish(0, "unknown", error="lost", now=2.0)
     assert journal.resend_unknown() == 1
     assert states(journal)[0] == (0, "pending", "", 1)
 
 
 def test_results_say_what_became_of_every_row(journal):
-    journal.mark_sending(0, "k", now=1.0)
+    journal.claim(0, "k", now=1.0)
     journal.finish(0, "initiated", call_id="c-1", now=2.0)
-    journal.mark_sending(2, "k", now=1.0)
+    journal.claim(2, "k", now=1.0)
     results = journal.results()
     assert results["status"].tolist() == ["initiated", "invalid", "unknown", "duplicate", "not_attempted"]
     assert results["call_id"].tolist() == ["c-1", "", "", "", ""]
@@ -133,7 +134,7 @@ def test_a_journal_from_another_version_is_refused_with_the_fix(journal, tmp_pat
 
 
 def test_a_replay_postponed_for_its_window_stays_in_doubt_and_pending(journal):
-    journal.mark_sending(0, "k", now=1.0)  # no answer: kept for a replay
+    journal.claim(0, "k", now=1.0)  # no answer: kept for a replay
     journal.postpone(0, until=500.0, reason="waiting for the calling window", now=2.0)
     assert journal._db.execute("SELECT state, in_doubt, not_before FROM rows WHERE row = 0").fetchone() == (
         "pending", 1, 500.0)

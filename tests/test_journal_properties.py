@@ -2,8 +2,9 @@
 
 A state machine plays the dispatcher and the runner against a real ``Journal`` on a temporary
 file: take a row (the next one of a lazy pass over ``pending()``, which may be a stale copy, a
-due row read afresh, or a copy from the retry queue), claim and send it (``mark_sending`` with
-the attempts read: the claim must succeed exactly when the copy is still current), answer it in
+due row read afresh, or a copy from the retry queue), claim it (``claim`` with the attempts
+read: the claim must succeed exactly when the copy is still current; the claims of one turn
+share one commit, before their requests leave) and send it, answer it in
 every way a provider can, leave it for its calling window (``defer``/``postpone``), stop (a
 ``kill -9`` that loses what was not committed, or a clean end of run), reopen the file with the
 same fingerprint and ``recover``, ``resend_unknown`` and ``suppress`` as the runner does, and once
@@ -12,7 +13,7 @@ the dispatcher holds (in the retry queue or in flight): the claim alone must the
 second request.
 A model on the side says what every row must hold (``in_doubt`` included), both as the run's
 connection sees it and as it is durable on disk (outcomes become durable at the next commit:
-``mark_sending``, a transaction, ``results``, ``commit`` or ``close``); the invariants are
+after claims, a transaction, ``results``, ``commit`` or ``close``); the invariants are
 checked after every step.
 
 The model also knows the truth the journal can only approximate: which rows *may have been
@@ -358,19 +359,19 @@ class JournalMachine(RuleBasedStateMachine):
     @precondition(lambda self: len(self.in_flight) < CONCURRENCY and self._takeable())
     @rule(data=st.data(), workers=st.integers(1, CONCURRENCY))
     def send(self, data: st.DataObject, workers: int) -> None:
-        """Up to ``workers`` rows are taken and claimed (committed ``sending``, with the attempts
-        read) before their requests leave; a claim succeeds exactly when the copy is current."""
+        """Up to ``workers`` rows are taken and claimed (``sending``, with the attempts read), and
+        the claims committed in one go, with every outcome recorded before them, before their
+        requests leave; a claim succeeds exactly when the copy is current."""
         for _ in range(workers):
             if len(self.in_flight) == CONCURRENCY or (copy := self._take(data)) is None:
-                return
+                break
             row, m = copy.row, self.rows[copy.row]
             current = self._current(copy)
             if current and self._cannot_replay(copy):
                 continue
             before = self.journal._db.execute(QUERY).fetchall()
             key = idempotency_key("campaign", 7, m.e164)
-            claimed = self.journal.mark_sending(row, key, self.now, attempts=copy.attempts)
-            self._committed()  # with every outcome recorded before it, claimed or not
+            claimed = self.journal.claim(row, key, self.now, attempts=copy.attempts)
             if not claimed:
                 assert not current, f"the claim of a current copy of row {row} failed: {copy}, {m}"
                 assert self.journal._db.execute(QUERY).fetchall() == before, "a failed claim changed the journal"
@@ -390,7 +391,8 @@ class JournalMachine(RuleBasedStateMachine):
             m.state, m.attempts, m.key, m.not_before, m.updated = "sending", m.attempts + 1, key, None, self.now
             m.first_sent = self.now if m.first_sent is None else m.first_sent
             self.in_flight[row] = (self.now, copy)
-            self._committed()
+        self.journal.commit()
+        self._committed()
 
     @precondition(lambda self: self._takeable())
     @rule(data=st.data(), wait=st.one_of(st.none(), st.sampled_from([0.0, 1.0, MAX_WAIT, HOUR, WINDOW, DAY])))
@@ -699,8 +701,8 @@ def test_recover_replays_exactly_the_rows_first_sent_within_the_window(tmp_path_
     try:
         journal.create(make_plan(list(range(len(ages)))), FINGERPRINT)
         for row, age in enumerate(ages):
-            assert journal.mark_sending(row, "k", now=START - age, attempts=0)
-            assert journal.mark_sending(row, "k", now=START, attempts=1)  # a replay: first_sent stays the first
+            assert journal.claim(row, "k", now=START - age, attempts=0)
+            assert journal.claim(row, "k", now=START, attempts=1)  # a replay: first_sent stays the first
         replayed = [replay_safe and age < WINDOW for age in ages]
         assert journal.recover(replay_safe=replay_safe, now=START, replay_window=WINDOW) == replayed.count(False)
         assert states(journal) == [(row, "pending", "", 2) if again else (row, "done", "unknown", 2)
@@ -729,17 +731,17 @@ def bring_to(journal: Journal, history: str, row: int, age: float) -> None:
     elif history == "deferred":  # outside its window when first taken: never sent
         journal.defer(row, Status.OUTSIDE_WINDOW, "outside the calling window", sent)
     elif history != "pending":
-        assert journal.mark_sending(row, "k", now=sent, attempts=0)
+        assert journal.claim(row, "k", now=sent, attempts=0)
         if history == "given up":  # rate limited until the dispatcher gave up: nothing was created
             journal.mark_pending(row, "rate limited", sent)
             journal.defer(row, Status.FAILED, "gave up after 1 attempt: rate limited", sent)
         elif history == "deferred in doubt":  # no answer; the replay was outside the calling window
             journal.defer(row, Status.OUTSIDE_WINDOW, "outside the calling window", sent)
         elif history == "pending in doubt":  # no answer; the replay was rate limited
-            assert journal.mark_sending(row, "k", now=sent + 5, attempts=1)
+            assert journal.claim(row, "k", now=sent + 5, attempts=1)
             journal.mark_pending(row, "rate limited", sent + 6)
         elif history == "done/unknown in doubt":
-            assert journal.mark_sending(row, "k", now=sent + 5, attempts=1)
+            assert journal.claim(row, "k", now=sent + 5, attempts=1)
             journal.finish(row, Status.UNKNOWN, error="no answer in time", now=sent + 6)
         elif history.startswith("done/"):
             journal.finish(row, history[5:], call_id="c", error="", now=sent)
@@ -810,7 +812,7 @@ def test_a_lazy_pass_yields_each_row_at_most_once_in_increasing_order(tmp_path_f
                 row = data.draw(st.integers(0, size - 1), label="row")
                 change = data.draw(st.sampled_from(["send", "retry", "finish", "postpone"]), label="change")
                 if change == "send":
-                    journal.mark_sending(row, "k", START)
+                    journal.claim(row, "k", START)
                 elif change == "retry":
                     journal.mark_pending(row, "rate limited", START)
                 elif change == "finish":
@@ -824,14 +826,14 @@ def test_a_lazy_pass_yields_each_row_at_most_once_in_increasing_order(tmp_path_f
 
 # What may happen to a row between the moment a pass reads it and the moment the pass yields it.
 SINCE_READ = {
-    "sent again and created": lambda j: (j.mark_sending(2, "k", START + 1, attempts=1),
+    "sent again and created": lambda j: (j.claim(2, "k", START + 1, attempts=1),
                                          j.finish(2, Status.INITIATED, call_id="c-2", now=START + 2)),
-    "sent again and rate limited again": lambda j: (j.mark_sending(2, "k", START + 1, attempts=1),
+    "sent again and rate limited again": lambda j: (j.claim(2, "k", START + 1, attempts=1),
                                                     j.mark_pending(2, "rate limited", START + 2)),
-    "sent again, in flight": lambda j: j.mark_sending(2, "k", START + 1, attempts=1),
-    "sent again, no answer, replayed": lambda j: (j.mark_sending(2, "k", START + 1, attempts=1),
-                                                  j.mark_sending(2, "k", START + 2, attempts=2)),
-    "given up": lambda j: (j.mark_sending(2, "k", START + 1, attempts=1), j.mark_pending(2, "rate limited", START + 2),
+    "sent again, in flight": lambda j: j.claim(2, "k", START + 1, attempts=1),
+    "sent again, no answer, replayed": lambda j: (j.claim(2, "k", START + 1, attempts=1),
+                                                  j.claim(2, "k", START + 2, attempts=2)),
+    "given up": lambda j: (j.claim(2, "k", START + 1, attempts=1), j.mark_pending(2, "rate limited", START + 2),
                            j.defer(2, Status.FAILED, "gave up after 2 attempts: rate limited", START + 2)),
     "skipped outside its window": lambda j: j.defer(2, Status.OUTSIDE_WINDOW, "outside the calling window", START + 1),
     "suppressed": lambda j: j.suppress([number(2)], Status.DNC, "on the do-not-call list", START + 1),
@@ -843,7 +845,7 @@ def test_a_stale_copy_from_a_pass_cannot_be_claimed(new_journal, tmp_path, since
     """``pending()`` reads a chunk at once, so it may yield a copy of a row that changed since;
     claiming that copy fails and changes nothing, as the dispatcher relies on."""
     journal = new_journal([0, 1, 2])
-    assert journal.mark_sending(2, "k", now=START, attempts=0)  # row 2: sent, rate limited, in the retry queue
+    assert journal.claim(2, "k", now=START, attempts=0)  # row 2: sent, rate limited, in the retry queue
     journal.mark_pending(2, "rate limited", now=START)
     pass_ = journal.pending(START)                          # a new pass (a calling window opened)
     assert next(pass_).row == 0                             # reads rows 0, 1, 2 at once
@@ -852,7 +854,7 @@ def test_a_stale_copy_from_a_pass_cannot_be_claimed(new_journal, tmp_path, since
     assert stale == [PendingRow(2, number(2), 1, START, False)]
     journal.commit()
     before = journal._db.execute(QUERY).fetchall()
-    assert journal.mark_sending(2, "k", now=START + 3, attempts=stale[0].attempts) is False
+    assert journal.claim(2, "k", now=START + 3, attempts=stale[0].attempts) is False
     assert journal._db.execute(QUERY).fetchall() == before
     on_disk = reader(tmp_path / "r.csv.journal")
     try:
@@ -864,22 +866,22 @@ def test_a_stale_copy_from_a_pass_cannot_be_claimed(new_journal, tmp_path, since
 def test_a_current_copy_is_claimed_once(new_journal):
     """The retry queue's copy claims the row; the claim with the same copy again fails."""
     journal = new_journal([0, 1])
-    assert journal.mark_sending(0, "k", now=START, attempts=0)
+    assert journal.claim(0, "k", now=START, attempts=0)
     journal.mark_pending(0, "rate limited", now=START + 1)
-    assert journal.mark_sending(0, "k", now=START + 2, attempts=1)
-    assert not journal.mark_sending(0, "k", now=START + 3, attempts=1)
-    assert journal.mark_sending(0, "k", now=START + 4, attempts=2)  # a replay: the row is still sending
+    assert journal.claim(0, "k", now=START + 2, attempts=1)
+    assert not journal.claim(0, "k", now=START + 3, attempts=1)
+    assert journal.claim(0, "k", now=START + 4, attempts=2)  # a replay: the row is still sending
     assert states(journal)[0] == (0, "sending", "", 3)
     assert list(journal._db.execute("SELECT in_doubt, updated FROM rows WHERE row = 0")) == [(1, START + 4)]
-    assert not journal.mark_sending(1, "k", now=START, attempts=1)
-    assert journal.mark_sending(1, "k", now=START, attempts=0)
+    assert not journal.claim(1, "k", now=START, attempts=1)
+    assert journal.claim(1, "k", now=START, attempts=0)
 
 
 @pytest.mark.parametrize("status", [Status.INITIATED, Status.SCHEDULED, Status.FAILED, Status.UNKNOWN])
 def test_only_a_definite_answer_settles_a_doubt(new_journal, status):
     journal = new_journal([0, 1])
-    assert journal.mark_sending(0, "k", now=START, attempts=0)
-    assert journal.mark_sending(0, "k", now=START + 5, attempts=1)  # no answer: a replay, in doubt from now on
+    assert journal.claim(0, "k", now=START, attempts=0)
+    assert journal.claim(0, "k", now=START + 5, attempts=1)  # no answer: a replay, in doubt from now on
     journal.finish(0, status, now=START + 6)
     query = "SELECT in_doubt FROM rows WHERE row = 0"
     assert journal._db.execute(query).fetchone()[0] == (status == Status.UNKNOWN)
@@ -953,8 +955,8 @@ def test_the_dispatcher_never_sends_a_row_again_that_its_retry_queue_finished(ne
 
 def test_a_replayed_row_then_rate_limited_is_not_sent_again_after_its_key_expired(new_journal, tmp_path):
     journal = new_journal([0, 1])
-    journal.mark_sending(0, "k", now=START)              # times out: may have been created
-    journal.mark_sending(0, "k", now=START + 5)          # replayed with the same key (replay-safe provider)
+    journal.claim(0, "k", now=START)              # times out: may have been created
+    journal.claim(0, "k", now=START + 5)          # replayed with the same key (replay-safe provider)
     journal.mark_pending(0, "rate limit exceeded for this number", now=START + 6)  # 429 on the replay
     journal.close()                                      # the run stops before the next retry
     again = Journal.open(tmp_path / "r.csv.journal", FINGERPRINT)
@@ -968,7 +970,7 @@ def test_a_replayed_row_then_rate_limited_is_not_sent_again_after_its_key_expire
 
 def test_a_row_recovered_for_replay_is_resolved_again_by_a_later_run(new_journal, tmp_path):
     journal = new_journal([0, 1])
-    journal.mark_sending(0, "k", now=START)
+    journal.claim(0, "k", now=START)
     journal.close()                                      # crash while row 0 is in flight
     second = Journal.open(tmp_path / "r.csv.journal", FINGERPRINT)
     second.recover(replay_safe=True, now=START + HOUR, replay_window=WINDOW)  # back to pending: fine
@@ -986,15 +988,15 @@ def test_a_row_recovered_for_replay_is_resolved_again_by_a_later_run(new_journal
                                  "fatal answer to the replay"])
 def test_a_row_in_doubt_is_never_reported_as_not_called(new_journal, how):
     journal = new_journal([0, 1])
-    journal.mark_sending(0, "k", now=START)              # no answer: stays sending, to be replayed
+    journal.claim(0, "k", now=START)              # no answer: stays sending, to be replayed
     if how == "window skip on the replay":
         journal.defer(0, Status.OUTSIDE_WINDOW, "outside the calling window", START + 30)
     elif how == "gave up on the replay":
-        journal.mark_sending(0, "k", now=START + 30)
+        journal.claim(0, "k", now=START + 30)
         journal.defer(0, Status.FAILED, "gave up after 2 attempts: rate limited; nothing was created, "
                                         "a re-run tries again", START + 31)
     elif how == "fatal answer to the replay":
-        journal.mark_sending(0, "k", now=START + 30)
+        journal.claim(0, "k", now=START + 30)
         journal.mark_pending(0, "invalid API key", START + 31)
     else:
         journal.recover(replay_safe=True, now=START + HOUR, replay_window=WINDOW)
@@ -1037,7 +1039,7 @@ def test_the_dispatcher_never_acts_on_a_stale_copy(new_journal, tmp_path, then):
     journal.postpone(1, START + 1.0, "waiting for the calling window", START - 10)  # due 1 s into the run
     replay = then == "too old to replay"
     if replay:  # a previous run sent row 3 (no answer) almost a replay window ago; recover kept it
-        journal.mark_sending(3, "k", now=START + 1.15 - WINDOW)
+        journal.claim(3, "k", now=START + 1.15 - WINDOW)
         journal.recover(replay_safe=True, now=START, replay_window=WINDOW)
     provider = _ScriptedProvider({3: [Outcome(Kind.RETRY_SAFE, "rate limit exceeded for this number",
                                               retry_after=0.8)]}, replay_safe=replay)

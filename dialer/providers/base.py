@@ -111,7 +111,7 @@ class Provider(ABC):
         self.base_url = base_url.rstrip("/")
         self.agent_id = agent_id
         self._api_key = api_key
-        self._headers = {"Authorization": f"Bearer {api_key}"}
+        self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
         self._wall_clock = wall_clock
 
     def __repr__(self) -> str:
@@ -132,8 +132,9 @@ class Provider(ABC):
         ``on_sent`` is called as the request's headers are written, on a session made by
         ``client_session`` (the pacer counts the request from then)."""
         url, body = self.request(call)
+        data = json.dumps(body).encode()
         try:
-            async with session.post(url, json=body, headers=self._headers, trace_request_ctx=on_sent) as response:
+            async with session.post(url, data=data, headers=self._headers, trace_request_ctx=on_sent) as response:
                 raw = await response.content.read(MAX_BODY_BYTES + 1)
                 return self._redacted(self.classify(response.status, response.headers, _json_or_none(raw)))
         except aiohttp.ConnectionTimeoutError:
