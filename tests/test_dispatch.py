@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -231,6 +232,36 @@ def test_calls_are_built_from_the_right_cells_in_any_order(campaign):
         call = setup.make_call(PendingRow(row, e164(row), 0, None))
         assert (call.fields, call.idempotency_key) == ((("name", f"Person {row}"),),
                                                        idempotency_key(CAMPAIGN, AGENT, e164(row)))
+
+
+def test_a_request_leaves_only_once_its_row_is_committed_as_sending(campaign):
+    setup = campaign(numbered(20))
+    provider = FakeProvider()
+    on_disk = sqlite3.connect(setup.journal.path)  # what a kill -9 would leave
+    seen: list[tuple[str, int]] = []
+    provider.on_request = lambda request: seen.append(on_disk.execute(
+        "SELECT state, attempts FROM rows WHERE row = ?", (request.call.row,)).fetchone())
+    dispatch(setup, provider, concurrency=4)
+    on_disk.close()
+    assert seen == [("sending", 1)] * 20
+
+
+def test_claims_made_in_the_same_turn_share_one_commit(campaign):
+    setup = campaign(numbered(8))
+    provider = FakeProvider()
+    commits = 0
+    commit = setup.journal.commit
+
+    def counting_commit() -> None:
+        nonlocal commits
+        commits += setup.journal._uncommitted
+        commit()
+
+    setup.journal.commit = counting_commit  # type: ignore[method-assign]
+    commits_before_request: list[int] = []
+    provider.on_request = lambda request: commits_before_request.append(commits)
+    dispatch(setup, provider, concurrency=8)  # the 8 workers claim their rows in the first turn
+    assert commits_before_request == [1] * 8
 
 
 def test_a_resumed_run_sends_nothing_already_done(campaign):

@@ -126,3 +126,13 @@ def test_bulk_path_agrees_with_the_one_cell_rule(cells, region):
     result = normalize_phones(pd.Series(cells, dtype=str), region)
     expected = [normalize_number(cell, region) for cell in cells]
     assert list(zip(result.e164.tolist(), result.note.tolist())) == [tuple(n) for n in expected]
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cells=st.lists(phone_like(), min_size=1, max_size=30), region=st.sampled_from(REGIONS))
+def test_bulk_path_agrees_with_the_one_cell_rule_across_blocks(cells, region):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("dialer.phones._BLOCK", 3)  # distinct cells are checked 3 at a time, not 65,536
+        result = normalize_phones(pd.Series(cells, dtype=str), region)
+    expected = [normalize_number(cell, region) for cell in cells]
+    assert list(zip(result.e164.tolist(), result.note.tolist())) == [tuple(n) for n in expected]
