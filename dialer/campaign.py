@@ -21,7 +21,7 @@ from dialer.parameters import ParameterMap
 from dialer.phones import check_region
 from dialer.providers import PROVIDERS
 from dialer.sandbox import SandboxConfig
-from dialer.windows import CallingWindow
+from dialer.windows import CallingWindow, WindowPolicy
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -103,6 +103,10 @@ class Campaign:
     def campaign_id(self) -> str:
         """What makes idempotency keys differ between campaigns: the name, else the report path."""
         return self.name or str(Path(self.out).resolve())
+
+    def window_policy(self) -> WindowPolicy | None:
+        """How calls are timed against the calling window, if the campaign has one."""
+        return WindowPolicy(self.window, self.on_outside_window) if self.window is not None else None
 
     def check_can_call(self) -> None:
         """Raise ``UsageError`` unless the provider settings needed to place calls are present."""

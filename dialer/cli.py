@@ -151,28 +151,40 @@ def _sandbox(args: argparse.Namespace) -> int:
 
 
 class _Progress:
-    """A tqdm bar on stderr, shown only on a terminal, created at the first report of progress."""
+    """A tqdm bar on stderr, shown only on a terminal, created at the first report of progress;
+    it is redrawn at most ten times a second, and once more, exact, when the run ends."""
 
     def __init__(self, *, disabled: bool) -> None:
-        self._disabled = disabled
+        self._shown = not disabled and sys.stderr.isatty()
         self._bar: Any = None
+        self._latest: tuple[DispatchResult, int] | None = None
+        self._due = 0.0
 
     def update(self, result: DispatchResult, total: int) -> None:
-        if self._disabled:
+        if not self._shown:
             return
+        self._latest = (result, total)
+        now = time.monotonic()
+        if now >= self._due or result.waiting_until is not None:
+            self._due = now + 0.1
+            self._draw(result, total)
+
+    def close(self) -> None:
+        if self._latest is not None:
+            self._draw(*self._latest)
+        if self._bar is not None:
+            self._bar.close()
+
+    def _draw(self, result: DispatchResult, total: int) -> None:
         if self._bar is None:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, unit="call", file=sys.stderr, disable=None, dynamic_ncols=True)
+            self._bar = tqdm(total=total, unit="call", file=sys.stderr, dynamic_ncols=True)
         postfix = dict(result.statuses, retries=result.retries)
         if result.waiting_until is not None:
             postfix["waiting until"] = time.strftime("%Y-%m-%d %H:%M", time.localtime(result.waiting_until))
         self._bar.set_postfix(postfix, refresh=False)
         self._bar.update(sum(result.statuses.values()) - self._bar.n)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
 
 
 def _summary(result: RunResult, campaign: Campaign) -> str:

@@ -104,7 +104,7 @@ class Journal:
         return f"<Journal {self.path} {'new' if self.is_new else 'resumed'}>"
 
     @classmethod
-    def open(cls, path: Path, fingerprint: str, *, restart: bool = False) -> Journal:
+    def open(cls, path: Path, identity: str, *, restart: bool = False) -> Journal:
         """Open or create the journal at ``path``; refuse one made for other contacts or settings."""
         if restart:
             for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
@@ -130,7 +130,7 @@ class Journal:
             connection.close()
             raise UsageError(f"{path} was made by another version of dialer; run again with --restart "
                              "to start afresh, or choose another --out")
-        if stored[0] != fingerprint:
+        if stored[0] != identity:
             connection.close()
             raise UsageError(
                 f"{path} was made for another contacts file or other settings; to start afresh "
@@ -138,7 +138,7 @@ class Journal:
                 "or choose another --out")
         return cls(path, connection, is_new=False)
 
-    def create(self, plan: Plan, fingerprint: str) -> None:
+    def create(self, plan: Plan, identity: str) -> None:
         """Store the plan: ready rows ``pending``, the others ``done`` with their status."""
         ready = plan.status == Status.READY
         state = np.where(ready, "pending", "done")
@@ -146,7 +146,7 @@ class Journal:
         records = zip(range(len(plan)), plan.e164, map(str, state), map(str, status), plan.error)  # lazily
         with self._transaction():
             self._db.executemany("INSERT INTO rows (row, e164, state, status, error) VALUES (?, ?, ?, ?, ?)", records)
-            self._db.execute("INSERT INTO meta VALUES ('fingerprint', ?), ('schema', ?)", (fingerprint, _SCHEMA_VERSION))
+            self._db.execute("INSERT INTO meta VALUES ('fingerprint', ?), ('schema', ?)", (identity, _SCHEMA_VERSION))
         self.is_new = False
 
     def recover(self, *, replay_safe: bool, now: float, replay_window: float) -> int:

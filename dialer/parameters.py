@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dialer.errors import ColumnError
-from dialer.providers.base import snake_case
 
-__all__ = ["ParameterMap", "BoundParameters"]
+__all__ = ["ParameterMap", "BoundParameters", "snake_case"]
 
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
@@ -102,6 +101,11 @@ class BoundParameters:
             return None
         lookup = dict(zip(self.header, cells))
         return _fill(table, lookup)
+
+
+def snake_case(name: str) -> str:
+    """``Customer Name`` -> ``customer_name``; ``E-mail (work)`` -> ``e_mail_work``."""
+    return re.sub(r"[^0-9a-z]+", "_", name.strip().lower()).strip("_") or "column"
 
 
 def _fill(value: Any, lookup: Mapping[str, str]) -> Any:

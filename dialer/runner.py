@@ -28,7 +28,7 @@ from dialer.journal import Journal, fingerprint, journal_path
 from dialer.pacing import Pacer
 from dialer.plan import Plan, Status, count_statuses, plan_contacts, top_reasons
 from dialer.providers import PROVIDERS, Provider
-from dialer.providers.base import client_session
+from dialer.providers.base import API_KEY_VARIABLE, client_session
 from dialer.report import write_report
 from dialer.retry import RetryPolicy
 from dialer.sandbox import Sandbox, SandboxConfig
@@ -36,8 +36,6 @@ from dialer.suppress import already_called_numbers, do_not_call_numbers
 from dialer.windows import WindowPolicy
 
 __all__ = ["RunResult", "run_campaign", "validate_campaign", "API_KEY_VARIABLE"]
-
-API_KEY_VARIABLE = "DIALER_API_KEY"
 
 
 @dataclass
@@ -138,8 +136,8 @@ def _dry_run(campaign: Campaign, contacts: Contacts, suppressions: list[tuple[se
     plan = plan_contacts(contacts, campaign.region)
     for numbers, status, reason in suppressions:
         plan.suppress(numbers, status, reason)
-    if campaign.window is not None:
-        _check_windows(plan, contacts, campaign, dt.datetime.fromtimestamp(now, dt.timezone.utc))
+    if (policy := campaign.window_policy()) is not None:
+        _check_windows(plan, contacts, policy, dt.datetime.fromtimestamp(now, dt.timezone.utc))
     results = {"phone_e164": plan.e164, "status": plan.status,
                "call_id": np.full(len(plan), "", dtype=object),
                "attempts": np.full(len(plan), "0", dtype=object), "error": plan.error}
@@ -148,10 +146,9 @@ def _dry_run(campaign: Campaign, contacts: Contacts, suppressions: list[tuple[se
                      estimated_seconds=int((plan.status == Status.READY).sum()) / campaign.rate)
 
 
-def _check_windows(plan: Plan, contacts: Contacts, campaign: Campaign, now: dt.datetime) -> None:
+def _check_windows(plan: Plan, contacts: Contacts, policy: WindowPolicy, now: dt.datetime) -> None:
     """What the calling window would do with each ready row if the run started ``now``."""
-    policy = WindowPolicy(campaign.window, campaign.on_outside_window)
-    zone_column = campaign.window.timezone_column
+    zone_column = policy.window.timezone_column
     zones = contacts.frame[contacts.header.index(zone_column)] if zone_column else None
     for position in plan.ready_rows():
         decision = policy.decide(plan.e164.iat[position], now, zones.iat[position] if zones is not None else "")
@@ -184,10 +181,9 @@ async def _dispatch(campaign: Campaign, calls: CallFactory, journal: Journal, re
         provider: Provider = provider_class(base_url=base_url or provider_class.default_base_url,
                                             api_key=api_key, agent_id=campaign.agent_id, wall_clock=wall_clock)
         session = await stack.enter_async_context(client_session(campaign.concurrency))
-        window = WindowPolicy(campaign.window, campaign.on_outside_window) if campaign.window else None
         dispatcher = Dispatcher(
             provider, journal, calls, pacer=Pacer(campaign.rate), retry=retry, concurrency=campaign.concurrency,
-            window=window, wall_clock=wall_clock,
+            window=campaign.window_policy(), wall_clock=wall_clock,
             on_progress=(lambda result: on_progress(result, total)) if on_progress else None)
         _install_signal_handlers(dispatcher)
         return await dispatcher.run(session)

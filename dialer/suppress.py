@@ -15,7 +15,7 @@ from dialer.contacts import find_phone_column, read_table
 from dialer.errors import InputError
 from dialer.phones import normalize_phones
 from dialer.plan import Status
-from dialer.report import RESULT_COLUMNS
+from dialer.report import RESULT_COLUMNS, result_headers
 
 __all__ = ["do_not_call_numbers", "already_called_numbers"]
 
@@ -41,14 +41,9 @@ def do_not_call_numbers(paths: tuple[Path, ...], region: str) -> set[str]:
 def already_called_numbers(report: Path) -> set[str]:
     """The numbers an earlier dialer report says were initiated or scheduled."""
     header, frame, _ = read_table(report)
-    columns = {}
-    for name in ("phone_e164", "status"):
-        for candidate in (name, f"dialer_{name}"):
-            positions = [i for i, column in enumerate(header) if column == candidate]
-            if positions and len(header) - positions[-1] <= len(RESULT_COLUMNS):
-                columns[name] = positions[-1]
-                break
-        else:
-            raise InputError(f"{report}: not a dialer report (no {name} column); check exclude_report")
-    called = frame[columns["status"]].isin(_CALLED)
-    return set(frame.loc[called, columns["phone_e164"]].tolist())
+    first = len(header) - len(RESULT_COLUMNS)  # a report ends with its result columns
+    if first < 0 or header[first:] != result_headers(header[:first]):
+        raise InputError(f"{report}: not a dialer report (it does not end with the columns "
+                         f"{','.join(RESULT_COLUMNS)}); check exclude_report")
+    e164, status = frame[first + RESULT_COLUMNS.index("phone_e164")], frame[first + RESULT_COLUMNS.index("status")]
+    return set(e164[status.isin(_CALLED)].tolist())

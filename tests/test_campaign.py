@@ -9,7 +9,7 @@ import pytest
 from dialer.campaign import Campaign
 from dialer.cli import main
 from dialer.errors import UsageError
-from dialer.parameters import ParameterMap
+from dialer.parameters import ParameterMap, snake_case
 from dialer.windows import CallingWindow
 
 FULL = '''
@@ -144,3 +144,9 @@ def test_formant_only_features_are_refused_for_the_agents_api(settings, message)
 def test_a_missing_campaign_file(tmp_path, capsys):
     assert main(["run", str(tmp_path / "nope.toml")]) == 2
     assert capsys.readouterr().err == f"dialer: {tmp_path / 'nope.toml'}: no such campaign file\n"
+
+
+@pytest.mark.parametrize("header, name", [("Customer Name", "customer_name"), ("E-mail (work)", "e_mail_work"),
+                                          ("  ID ", "id"), ("%%", "column")])
+def test_other_columns_are_sent_under_snake_case_names(header, name):
+    assert snake_case(header) == name

@@ -13,6 +13,7 @@ import pytest
 
 from dialer.campaign import Campaign
 from dialer.cli import main
+from dialer.errors import InputError
 from dialer.parameters import ParameterMap
 from dialer.runner import run_campaign, validate_campaign
 from dialer.sandbox import SandboxConfig, SandboxThread
@@ -83,6 +84,21 @@ def test_numbers_initiated_in_an_earlier_report_are_excluded(write_csv, tmp_path
         calls = get(sandbox.url, "/_calls")
     assert len(calls) == 3
     assert statuses(second.report) == [("excluded", "already called in last.csv")] * 3
+
+
+def test_an_earlier_report_whose_input_had_a_status_column_is_read_by_its_dialer_columns(write_csv):
+    earlier = write_csv([["Name", "status", "phone_e164", "dialer_phone_e164", "dialer_status", "call_id",
+                          "attempts", "error"],
+                         ["Ana", "initiated", "+12125550100", "+14155552671", "initiated", "c-1", "1", ""],
+                         ["Ben", "initiated", "+12125550100", "+13125550199", "failed", "", "1", "rejected"]],
+                        name="last.csv")
+    assert already_called_numbers(earlier) == {"+14155552671"}
+
+
+def test_a_file_that_is_not_a_report_is_refused_as_an_earlier_report(write_csv):
+    other = write_csv([["phone_e164", "status", "Name"], ["+14155552671", "initiated", "Ana"]], name="other.csv")
+    with pytest.raises(InputError, match="other.csv: not a dialer report .* check exclude_report"):
+        already_called_numbers(other)
 
 
 # --- parameters ------------------------------------------------------------------------------

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import csv
+import fcntl
+import os
+import pty
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -138,3 +143,42 @@ def test_sandbox_on_a_busy_port_is_a_clear_error(capsys):
         code = main(["sandbox", "--port", str(port)])
     assert code == 2
     assert capsys.readouterr().err.startswith(f"dialer: cannot listen on 127.0.0.1:{port} (")
+
+
+def run_on_a_terminal(*argv: str) -> tuple[int, str]:
+    """Run ``dialer`` with stderr on a pseudo-terminal; return its exit code and what it drew there."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))  # 160 columns wide
+    process = subprocess.Popen([str(DIALER), *argv], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=follower)
+    os.close(follower)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the program ended and closed the terminal
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(leader)
+    return process.wait(timeout=60), drawn.decode(errors="replace")
+
+
+def test_a_run_on_a_terminal_draws_a_progress_bar_that_ends_exact(write_csv, tmp_path):
+    rows = [["Name", "Phone"]] + [[f"P{n}", f"(415) 555-{n:04d}"] for n in range(30)] + [["Zed", "n/a"]]
+    code, drawn = run_on_a_terminal("run", str(write_csv(rows)), "--provider", "formant", "--base-url", "sandbox",
+                                    "--agent-id", "1", "--rate", "100", "--out", str(tmp_path / "r.csv"))
+    assert code == 0
+    last = drawn.replace("\r\n", "\r").split("\r")[-2]  # the bar as it was left
+    assert " 30/30 " in last and "initiated=30" in last and "retries=0" in last
+
+
+def test_no_progress_bar_when_quiet_or_not_on_a_terminal(write_csv, tmp_path):
+    contacts = write_csv([["Name", "Phone"], ["Ana", "(415) 555-2671"]])
+    argv = ["run", str(contacts), "--provider", "formant", "--base-url", "sandbox", "--agent-id", "1",
+            "--out", str(tmp_path / "r.csv")]
+    code, drawn = run_on_a_terminal(*argv, "--quiet")
+    assert (code, drawn) == (0, "")
+    piped = subprocess.run([str(DIALER), *argv, "--restart"], capture_output=True, text=True, timeout=60)
+    assert (piped.returncode, piped.stderr) == (0, "")

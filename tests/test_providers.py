@@ -16,7 +16,6 @@ from aiohttp import web
 
 from dialer.providers import PROVIDERS, Call, Kind, Outcome
 from dialer.providers.agents import AgentsProvider
-from dialer.providers.base import snake_case
 from dialer.providers.formant import FormantProvider
 from dialer.sandbox import Sandbox, SandboxConfig
 
@@ -40,12 +39,6 @@ async def place(provider_class, url: str, call: Call = CALL, *, agent_id: int = 
 def test_registry_names_both_providers():
     assert PROVIDERS == {"formant": FormantProvider, "agents": AgentsProvider}
     assert (FormantProvider.replay_safe, AgentsProvider.replay_safe) == (True, False)
-
-
-@pytest.mark.parametrize("header, name", [("Customer Name", "customer_name"), ("E-mail (work)", "e_mail_work"),
-                                          ("  ID ", "id"), ("%%", "column")])
-def test_column_names_become_snake_case(header, name):
-    assert snake_case(header) == name
 
 
 def test_formant_request_carries_e164_parameters_and_the_key():

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dialer.providers.base import Call, Kind, Outcome, Provider
+from dialer.providers.base import API_KEY_VARIABLE, Call, Kind, Outcome, Provider
 
 __all__ = ["AgentsProvider"]
 
@@ -30,7 +30,7 @@ class AgentsProvider(Provider):
                 return Outcome(Kind.AMBIGUOUS, "the provider answered 200 without an execution_id")
             return Outcome(Kind.CREATED, call_id=execution_id, status="initiated")
         if status == 401:
-            return Outcome(Kind.FATAL, "the provider refused the API key (401); check DIALER_API_KEY")
+            return Outcome(Kind.FATAL, f"the provider refused the API key (401); check {API_KEY_VARIABLE}")
         if status == 404:
             return Outcome(Kind.FATAL, f"agent {self.agent_id} was not found or is not active (404); check "
                                        "--agent-id, and that the agent is an active outbound voice agent")

@@ -21,7 +21,6 @@ import datetime
 import email.utils
 import enum
 import json
-import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -30,8 +29,11 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-__all__ = ["Kind", "Outcome", "Call", "Provider", "client_session", "parse_retry_after", "snake_case",
+__all__ = ["Kind", "Outcome", "Call", "Provider", "client_session", "parse_retry_after", "API_KEY_VARIABLE",
            "MAX_BODY_BYTES"]
+
+API_KEY_VARIABLE = "DIALER_API_KEY"
+"""The environment variable the API key is read from."""
 
 MAX_BODY_BYTES = 1 << 20
 """Read at most this much of a response; anything longer is not an answer we can trust."""
@@ -72,11 +74,6 @@ class Call:
     retry_context: Mapping[str, Any] | None = None
     metadata: Mapping[str, Any] | None = None
     scheduled_for: str | None = None
-
-
-def snake_case(name: str) -> str:
-    """``Customer Name`` -> ``customer_name``; ``E-mail (work)`` -> ``e_mail_work``."""
-    return re.sub(r"[^0-9a-z]+", "_", name.strip().lower()).strip("_") or "column"
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

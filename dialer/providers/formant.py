@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from dialer.providers.base import Call, Kind, Outcome, Provider
+from dialer.providers.base import API_KEY_VARIABLE, Call, Kind, Outcome, Provider
 
 __all__ = ["FormantProvider"]
 
@@ -37,7 +37,7 @@ class FormantProvider(Provider):
             state = "scheduled" if data.get("status") == "scheduled" else "initiated"
             return Outcome(Kind.CREATED, call_id=trace_id, status=state)
         if status == 401:
-            return Outcome(Kind.FATAL, "the provider refused the API key (401); check DIALER_API_KEY")
+            return Outcome(Kind.FATAL, f"the provider refused the API key (401); check {API_KEY_VARIABLE}")
         if status == 404:
             return Outcome(Kind.FATAL, f"agent {self.agent_id} was not found (404); check --agent-id")
         if status == 422 and "no phone number" in message:
