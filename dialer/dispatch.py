@@ -53,7 +53,8 @@ from dialer.windows import WindowPolicy
 __all__ = ["Dispatcher", "DispatchResult", "CallFactory", "idempotency_key"]
 
 _NAMESPACE = uuid.UUID("8f6d3c3e-5a1b-4b7e-9a51-6f0f3b1d2c4a")
-_BLOCK_ROWS = 1024
+_BLOCK_CELLS = 65536  # cells read from Arrow at a time
+_BLOCKS_KEPT = 4      # the block of the pass, and a few for retries
 
 
 def idempotency_key(campaign_id: str, agent_id: int, e164: str) -> str:
@@ -64,33 +65,38 @@ def idempotency_key(campaign_id: str, agent_id: int, e164: str) -> str:
 class CallFactory:
     """Builds the ``Call`` for a journal row from its cells, as the campaign's parameters say.
 
-    Cells are read from Arrow a block of rows at a time (rows are mostly taken in file order),
-    and the idempotency key hashes only the number onto a hash of what all keys share."""
+    Only the cells calls use are read, from Arrow, a block of rows at a time (rows are mostly
+    taken in file order), and the idempotency key hashes only the number onto a hash of what all
+    keys share."""
 
     def __init__(self, contacts: Contacts, *, campaign_id: str, agent_id: int,
                  parameters: ParameterMap = ParameterMap(), zone_column: str | None = None) -> None:
         self._bound = parameters.bind(contacts.header, contacts.phone_index)
-        self._columns = [pa.chunked_array(pa.array(contacts.frame[i]))
-                         for i in range(len(contacts.header))]
         if zone_column is not None and zone_column not in contacts.header:
             raise ColumnError(f"window.timezone_column names the column {zone_column!r}, "
                               "which the contacts file does not have")
         self._zone_index = contacts.header.index(zone_column) if zone_column is not None else None
-        self._blocks: dict[int, list[list[str]]] = {}  # first row -> its columns, the latest last
-        self._key_prefix = hashlib.sha1(_NAMESPACE.bytes + f"{campaign_id}\x1f{agent_id}\x1f".encode())
+        used = sorted(self._bound.columns | ({self._zone_index} if self._zone_index is not None else set()))
+        self._columns = {i: pa.chunked_array(pa.array(contacts.frame[i])) for i in used}
+        self._block_rows = max(1, _BLOCK_CELLS // max(1, len(used)))
+        self._blocks: dict[int, dict[int, list[str]]] = {}  # first row -> cells by column, least recently used first
+        self._key_prefix = hashlib.sha1(_NAMESPACE.bytes + f"{campaign_id}\x1f{agent_id}\x1f".encode(),
+                                        usedforsecurity=False)
 
     def zone_cell(self, row: int) -> str:
         """The row's time zone cell, or ``""`` when the campaign names no time zone column."""
         return self.cells(row)[self._zone_index] if self._zone_index is not None else ""
 
-    def cells(self, row: int) -> list[str]:
-        start = row - row % _BLOCK_ROWS
-        block = self._blocks.get(start)
+    def cells(self, row: int) -> dict[int, str]:
+        """The cells of ``row`` that calls use, by column position."""
+        start = row - row % self._block_rows
+        block = self._blocks.pop(start, None)
         if block is None:
-            if len(self._blocks) == 4:  # the block of the pass, and a few for retries
+            if len(self._blocks) == _BLOCKS_KEPT:
                 del self._blocks[next(iter(self._blocks))]
-            block = self._blocks[start] = [column.slice(start, _BLOCK_ROWS).to_pylist() for column in self._columns]
-        return [column[row - start] for column in block]
+            block = {i: column.slice(start, self._block_rows).to_pylist() for i, column in self._columns.items()}
+        self._blocks[start] = block
+        return {i: values[row - start] for i, values in block.items()}
 
     def key(self, e164: str) -> str:
         """``idempotency_key(campaign_id, agent_id, e164)``, computed faster."""
@@ -265,9 +271,9 @@ class Dispatcher:
         if not self.journal.claim(row.row, call.idempotency_key, now, attempts=row.attempts):
             permit.sent()
             return False  # a stale copy: the row was sent or settled since it was read
-        await self._committed()  # sent even if the run stops meanwhile: the journal says sending
-        self.result.sent += 1
         try:
+            await self._committed()  # sent even if the run stops meanwhile: the journal says sending
+            self.result.sent += 1
             outcome = await self.provider.place(session, call, on_sent=permit.sent)
         finally:
             permit.sent()  # if it never got as far as sending its headers

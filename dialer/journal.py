@@ -98,7 +98,7 @@ class Journal:
         self.path = path
         self._db = connection
         self.is_new = is_new
-        self._uncommitted = False
+        self._open = True
 
     def __repr__(self) -> str:
         return f"<Journal {self.path} {'new' if self.is_new else 'resumed'}>"
@@ -256,15 +256,14 @@ class Journal:
                     "in_doubt = in_doubt AND ? WHERE row = ?", (status, call_id, error, now, status == Status.UNKNOWN, row))
 
     def commit(self) -> None:
-        """Make every recorded outcome durable."""
-        if self._uncommitted:
+        """Make every claim and outcome recorded so far durable. If that fails (a full disk), SQLite
+        has rolled them back: the journal holds what the last commit did, and can be used again."""
+        if self._db.in_transaction:
             self._db.execute("COMMIT")
-            self._uncommitted = False
 
     def _write(self, sql: str, parameters: tuple[Any, ...]) -> sqlite3.Cursor:
-        if not self._uncommitted:
+        if not self._db.in_transaction:
             self._db.execute("BEGIN")
-            self._uncommitted = True
         return self._db.execute(sql, parameters)
 
     def results(self, chunk: int = 8192) -> dict[str, pd.Series]:
@@ -284,8 +283,11 @@ class Journal:
                 for name, parts in zip(RESULT_COLUMNS, columns)}
 
     def close(self) -> None:
-        self.commit()
-        self._db.close()
+        """Commit what was recorded and close the file; closing it again does nothing."""
+        if self._open:
+            self.commit()
+            self._db.close()
+            self._open = False
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:

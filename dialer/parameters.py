@@ -70,7 +70,8 @@ class ParameterMap:
                 used.add(name)
                 fields.append((index, name))
         conversation = header.index(self.conversation_id_column) if self.conversation_id_column else None
-        return BoundParameters(self, list(header), fields, conversation)
+        placeholders = {name: header.index(name) for name in _placeholders(self.retry_context) + _placeholders(self.metadata)}
+        return BoundParameters(self, fields, conversation, placeholders)
 
 
 @dataclass(frozen=True)
@@ -78,29 +79,37 @@ class BoundParameters:
     """A ``ParameterMap`` checked against one file's header."""
 
     source: ParameterMap
-    header: list[str]
     fields: list[tuple[int, str]]
     conversation_index: int | None
+    placeholders: dict[str, int]
+    """The columns ``{Column Name}`` placeholders name, and their positions."""
 
-    def values(self, cells: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    @property
+    def columns(self) -> set[int]:
+        """The positions of the cells calls are built from; ``cells`` below need only these."""
+        used = {index for index, _ in self.fields} | set(self.placeholders.values())
+        if self.conversation_index is not None:
+            used.add(self.conversation_index)
+        return used
+
+    def values(self, cells: Mapping[int, str]) -> tuple[tuple[str, str], ...]:
         """The row's named, non-empty values, then the constants."""
         own = [(name, cells[index]) for index, name in self.fields if cells[index]]
         return tuple(own + [(name, str(value)) for name, value in self.source.constants.items()])
 
-    def conversation_id(self, cells: Sequence[str]) -> str | None:
+    def conversation_id(self, cells: Mapping[int, str]) -> str | None:
         return (cells[self.conversation_index] or None) if self.conversation_index is not None else None
 
-    def retry_context(self, cells: Sequence[str]) -> dict[str, Any] | None:
+    def retry_context(self, cells: Mapping[int, str]) -> dict[str, Any] | None:
         return self._fill(self.source.retry_context, cells)
 
-    def metadata(self, cells: Sequence[str]) -> dict[str, Any] | None:
+    def metadata(self, cells: Mapping[int, str]) -> dict[str, Any] | None:
         return self._fill(self.source.metadata, cells)
 
-    def _fill(self, table: Mapping[str, Any] | None, cells: Sequence[str]) -> dict[str, Any] | None:
+    def _fill(self, table: Mapping[str, Any] | None, cells: Mapping[int, str]) -> dict[str, Any] | None:
         if table is None:
             return None
-        lookup = dict(zip(self.header, cells))
-        return _fill(table, lookup)
+        return _fill(table, {name: cells[index] for name, index in self.placeholders.items()})
 
 
 def snake_case(name: str) -> str:

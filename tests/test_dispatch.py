@@ -22,6 +22,7 @@ from dialer.contacts import load_contacts
 from dialer.dispatch import CallFactory, Dispatcher, DispatchResult, idempotency_key
 from dialer.journal import Journal, PendingRow
 from dialer.pacing import Pacer
+from dialer.parameters import ParameterMap
 from dialer.plan import plan_contacts
 from dialer.providers.base import Call, Kind, Outcome, Provider
 from dialer.retry import RetryPolicy
@@ -234,6 +235,22 @@ def test_calls_are_built_from_the_right_cells_in_any_order(campaign):
                                                        idempotency_key(CAMPAIGN, AGENT, e164(row)))
 
 
+def test_only_the_cells_calls_use_are_read(write_csv):
+    contacts = load_contacts(write_csv([["Name", "Phone", "Notes", "TZ"], ["Ana", phone(0), "private", "Europe/Paris"]]))
+    factory = CallFactory(contacts, campaign_id=CAMPAIGN, agent_id=AGENT, zone_column="TZ",
+                          parameters=ParameterMap(columns={"Name": "name"}, include_other_columns=False))
+    assert (factory.cells(0), factory.zone_cell(0)) == ({0: "Ana", 3: "Europe/Paris"}, "Europe/Paris")
+
+
+def test_calls_from_a_wide_file_carry_every_cell_in_any_order(write_csv):
+    header = ["Phone"] + [f"C{c}" for c in range(3000)]  # a few rows per block of cells
+    contacts = load_contacts(write_csv([header] + [[phone(r)] + [f"{r}-{c}" for c in range(3000)] for r in range(40)]))
+    factory = CallFactory(contacts, campaign_id=CAMPAIGN, agent_id=AGENT)
+    for row in [0, 39, 1, 21, 20, 22, 5, 38, 0, 30, 10, 2]:
+        fields = factory(PendingRow(row, e164(row), 0, None)).fields
+        assert fields == tuple((f"c{c}", f"{row}-{c}") for c in range(3000))
+
+
 def test_a_request_leaves_only_once_its_row_is_committed_as_sending(campaign):
     setup = campaign(numbered(20))
     provider = FakeProvider()
@@ -254,7 +271,7 @@ def test_claims_made_in_the_same_turn_share_one_commit(campaign):
 
     def counting_commit() -> None:
         nonlocal commits
-        commits += setup.journal._uncommitted
+        commits += setup.journal._db.in_transaction
         commit()
 
     setup.journal.commit = counting_commit  # type: ignore[method-assign]
@@ -408,27 +425,28 @@ def test_per_number_429_delays_only_that_row(campaign):
     assert results(setup)[0] == ("initiated", "call-0", "2", "")
 
 
-def test_an_idle_worker_does_not_busy_poll_the_journal(campaign):
+def test_an_idle_worker_sleeps_until_there_is_something_to_do(campaign):
     # Row 2 waited for its calling window earlier (its not_before is now past). Row 0 gets an
     # account-wide 429: whichever worker takes row 2 holds it, still pending, through the 2 s
     # pause; the other worker has nothing to do but wait for row 0's retry.
     setup = campaign(numbered(3))
     setup.journal.postpone(2, EPOCH - 60, "outside the calling window", EPOCH - 3600)
     provider = FakeProvider({e164(0): [account_429(2.0), CREATED]}, latency=0.1)
-    polls = 0
-    next_due = setup.journal.next_due
+    naps = 0
 
     async def watch(dispatcher: Dispatcher) -> None:
-        def counting_next_due(after: float):
-            nonlocal polls
-            polls += 1
-            if polls == 1000:
+        sleep = dispatcher._sleep
+
+        async def counting_sleep(seconds: float) -> None:
+            nonlocal naps
+            naps += 1
+            if naps == 1000:
                 dispatcher.stop()  # it is spinning: end the run so that the test can say so
-            return next_due(after)
-        setup.journal.next_due = counting_next_due  # type: ignore[method-assign]
+            await sleep(seconds)
+        dispatcher._sleep = counting_sleep  # type: ignore[method-assign]
 
     dispatch(setup, provider, concurrency=2, during=watch)
-    assert polls < 100
+    assert naps <= 3  # the pause, and the wait for the retry
     assert statuses(setup) == ["initiated"] * 3
 
 

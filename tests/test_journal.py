@@ -146,3 +146,11 @@ def test_a_journal_that_cannot_be_created_says_so(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(UsageError, match=r"cannot create the journal .*; choose another --out"):
         Journal.open(blocker / "r.csv.journal", "fp")
+
+
+def test_closing_commits_what_was_recorded_and_closing_again_does_nothing(journal, tmp_path):
+    journal.claim(0, "k", now=1.0)
+    journal.close()
+    journal.close()
+    other = sqlite3.connect(tmp_path / "r.csv.journal")
+    assert other.execute("SELECT state FROM rows WHERE row = 0").fetchone() == ("sending",)
