@@ -53,7 +53,7 @@ from dialer.windows import WindowPolicy
 __all__ = ["Dispatcher", "DispatchResult", "CallFactory", "idempotency_key"]
 
 _NAMESPACE = uuid.UUID("8f6d3c3e-5a1b-4b7e-9a51-6f0f3b1d2c4a")
-_BLOCK_CELLS = 65536  # cells read from Arrow at a time
+_BLOCK_CELLS = 8192   # cells read from Arrow at a time
 _BLOCKS_KEPT = 4      # the block of the pass, and a few for retries
 
 
