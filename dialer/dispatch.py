@@ -77,7 +77,7 @@ class CallFactory:
                               "which the contacts file does not have")
         self._zone_index = contacts.header.index(zone_column) if zone_column is not None else None
         used = sorted(self._bound.columns | ({self._zone_index} if self._zone_index is not None else set()))
-        self._columns = {i: pa.chunked_array(pa.array(contacts.frame[i])) for i in used}
+        self._columns = {i: pa.array(contacts.frame[i]) for i in used}  # Arrow, chunked or not
         self._block_rows = max(1, _BLOCK_CELLS // max(1, len(used)))
         self._blocks: dict[int, dict[int, list[str]]] = {}  # first row -> cells by column, least recently used first
         self._key_prefix = hashlib.sha1(_NAMESPACE.bytes + f"{campaign_id}\x1f{agent_id}\x1f".encode(),

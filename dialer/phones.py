@@ -201,7 +201,10 @@ def _fast_e164(cells: pd.Series, region: str) -> pa.StringArray:
 
 def _arrow(text: pd.Series) -> pa.StringArray:
     """A text column as one Arrow string array (a copy only where pandas holds it otherwise)."""
-    return pa.chunked_array(pa.array(text, type=pa.string())).combine_chunks()
+    array = pa.array(text)  # pandas gives chunked or not, string or large_string, by version
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    return array.cast(pa.string())
 
 
 def _domestic_readings(digits: pd.Series, metadata: PhoneMetadata) -> list[tuple[pd.Series, int]]:

@@ -61,7 +61,7 @@ def write_report(contacts: Contacts, results: Mapping[str, pd.Series | np.ndarra
     try:
         with temporary.open("wb") as stream:
             stream.write(codecs.BOM_UTF8)
-            csv.write_csv(table, stream, csv.WriteOptions(eol="\r\n", batch_size=65536))
+            csv.write_csv(table, stream, csv.WriteOptions(batch_size=65536))
         os.replace(temporary, out)
     except BaseException:
         temporary.unlink(missing_ok=True)
